@@ -1,0 +1,132 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Process identity from /proc, so no signal ever reaches a process we have not recognised.
+
+Private to the collection: the interface may change without notice.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+
+class ProcessInfo:
+    """What /proc says about one process at one moment."""
+
+    def __init__(self, pid, ppid, state, cmdline, comm):
+        self.pid = pid
+        self.ppid = ppid
+        self.state = state
+        self.cmdline = cmdline
+        self.comm = comm
+
+    @property
+    def program(self):
+        """Base name of argv[0], or the kernel's comm when argv is gone (zombie, kernel thread)."""
+        if self.cmdline:
+            return os.path.basename(self.cmdline[0])
+        return self.comm
+
+    def describe(self):
+        shown = ' '.join(self.cmdline) if self.cmdline else '[%s]' % self.comm
+        if len(shown) > 160:
+            shown = shown[:157] + '...'
+        return 'pid %d (%s)' % (self.pid, shown)
+
+
+def parse_stat(text):
+    """Return (comm, state, ppid) from the text of /proc/PID/stat.
+
+    comm may contain spaces and parentheses, so split on the last ')'.
+    """
+    open_paren = text.index('(')
+    close_paren = text.rindex(')')
+    comm = text[open_paren + 1:close_paren]
+    fields = text[close_paren + 2:].split()
+    return comm, fields[0], int(fields[1])
+
+
+def parse_cmdline(raw):
+    """Split the NUL-separated bytes of /proc/PID/cmdline into text arguments."""
+    if not raw:
+        return []
+    parts = raw.rstrip(b'\0').split(b'\0')
+    return [part.decode('utf-8', 'replace') for part in parts]
+
+
+def read_process(pid, proc_root='/proc'):
+    """ProcessInfo for ``pid``, or None when no such process exists (or it is a zombie)."""
+    base = os.path.join(proc_root, str(pid))
+    try:
+        with open(os.path.join(base, 'stat'), 'r') as handle:
+            comm, state, ppid = parse_stat(handle.read())
+        with open(os.path.join(base, 'cmdline'), 'rb') as handle:
+            cmdline = parse_cmdline(handle.read())
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+    if state in ('Z', 'X'):
+        return None
+    return ProcessInfo(pid, ppid, state, cmdline, comm)
+
+
+def is_alive(pid, proc_root='/proc'):
+    return read_process(pid, proc_root) is not None
+
+
+def child_pids(pid, proc_root='/proc'):
+    """PIDs whose parent is ``pid``, read from every /proc/N/stat."""
+    found = []
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        info = read_process(int(entry), proc_root)
+        if info is not None and info.ppid == pid:
+            found.append(info.pid)
+    return sorted(found)
+
+
+def read_pidfile(path):
+    """The PID named by a pidfile; ValueError with the reason when it names none."""
+    with open(path, 'r') as handle:
+        content = handle.read(64).strip()
+    if not content:
+        raise ValueError('it is empty')
+    if not content.isdigit() or int(content) <= 0:
+        raise ValueError('it does not hold a PID (starts with %r)' % content[:20])
+    return int(content)
+
+
+def read_link(pid, name, proc_root='/proc'):
+    """Target of /proc/PID/<name> (exe, cwd), or None when hidden from this user or gone."""
+    try:
+        return os.readlink(os.path.join(proc_root, str(pid), name))
+    except (IOError, OSError):
+        return None
+
+
+def read_environ(pid, proc_root='/proc'):
+    """The process's initial environment as a dict; empty when unreadable."""
+    try:
+        with open(os.path.join(proc_root, str(pid), 'environ'), 'rb') as handle:
+            raw = handle.read()
+    except (IOError, OSError):
+        return {}
+    environ = {}
+    for entry in raw.split(b'\0'):
+        key, sep, value = entry.partition(b'=')
+        if sep:
+            environ[key.decode('utf-8', 'replace')] = value.decode('utf-8', 'replace')
+    return environ
+
+
+def read_text(path, limit=1024 * 1024):
+    """A small text file's content, or None when it cannot be read."""
+    try:
+        with open(path, 'r') as handle:
+            return handle.read(limit)
+    except (IOError, OSError, UnicodeDecodeError):
+        return None

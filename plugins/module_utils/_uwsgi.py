@@ -1,0 +1,427 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""uWSGI control: stats server, master FIFO, touch files, and the proof that a reload finished.
+
+Private to the collection: the interface may change without notice.
+Facts relied on (uWSGI 2.0, core/master_utils.c and core/master.c):
+
+* the stats server sends one JSON document and closes; ``pid`` is the master,
+  ``workers[]`` carries ``id``, ``pid``, ``accepting``, ``respawn_count``, ``apps``;
+* the master resets ``accepting`` to 0 before forking a worker, and the worker
+  sets it to 1 only after loading its apps, so a new PID that accepts with an
+  empty ``apps`` list failed to load the application;
+* a worker receiving SIGHUP finishes its requests and exits; the master
+  respawns it (with lazy-apps the new worker imports the code afresh);
+* the master FIFO executes one command per byte; opening it for writing
+  without a reader fails with ENXIO instead of blocking when O_NONBLOCK is set.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import json
+import os
+import re
+import socket
+import stat
+
+try:
+    from configparser import RawConfigParser, Error as ConfigParserError
+except ImportError:  # pragma: no cover - Python 2 controllers are not supported
+    RawConfigParser = None
+    ConfigParserError = Exception
+
+FIFO_COMMANDS = {
+    'chain': 'c',
+    'graceful': 'r',
+    'workers': 'w',
+    'brutal': 'R',
+}
+
+TOUCH_OPTIONS = {
+    'chain': 'touch-chain-reload',
+    'graceful': 'touch-reload',
+    'workers': 'touch-workers-reload',
+}
+
+# Modes whose reload re-executes the master: the stats server goes away for a moment.
+MASTER_REEXEC_MODES = ('graceful', 'brutal')
+
+# A reload respawns each worker once; more than this many further respawns is a crash loop.
+RESPAWN_TOLERANCE = 2
+
+_HOST_PORT = re.compile(r'^(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s]+|):(?P<port>\d{1,5})$')
+_TRUE_OFF = ('false', 'off', 'no', '0')
+
+
+class UwsgiError(Exception):
+    """A failure to reach or drive the instance; the message names the option and path."""
+
+
+# ---------------------------------------------------------------- stats server
+
+def parse_stats_address(value):
+    """('tcp', host, port) for ``host:port`` or ``:port``, else ('unix', path)."""
+    match = _HOST_PORT.match(value.strip())
+    if match and '/' not in value:
+        host = match.group('host').strip('[]') or '127.0.0.1'
+        return ('tcp', host, int(match.group('port')))
+    return ('unix', value)
+
+
+def read_stats(address, timeout=2.0):
+    """The stats document of one instance, or UwsgiError saying why it cannot be read."""
+    label = 'stats=%s' % (address[1] if address[0] == 'unix' else '%s:%d' % address[1:])
+    if address[0] == 'unix':
+        family, target = socket.AF_UNIX, address[1]
+    else:
+        family, target = (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        sock.connect(target)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except socket.timeout:
+        raise UwsgiError('%s: no answer within %.1fs (instance hung or not a uWSGI stats server)' % (label, timeout))
+    except (IOError, OSError) as exc:
+        raise UwsgiError('%s: %s' % (label, _describe_socket_error(exc)))
+    finally:
+        sock.close()
+    raw = b''.join(chunks)
+    try:
+        document = json.loads(raw.decode('utf-8', 'replace'))
+    except ValueError:
+        raise UwsgiError('%s: answered %d bytes that are not JSON (is it a uWSGI stats server?)' % (label, len(raw)))
+    if not isinstance(document, dict) or not isinstance(document.get('workers'), list) or 'pid' not in document:
+        raise UwsgiError('%s: JSON without "pid" and "workers" (is it a uWSGI stats server?)' % label)
+    return document
+
+
+def _describe_socket_error(exc):
+    code = getattr(exc, 'errno', None)
+    if code == errno.ENOENT:
+        return 'no such socket (instance not running, or wrong path)'
+    if code == errno.ECONNREFUSED:
+        return 'connection refused (instance not running, or restarting)'
+    if code in (errno.EACCES, errno.EPERM):
+        return 'permission denied (run as the instance user, or fix the socket mode)'
+    if code == errno.ENOTSOCK:
+        return 'not a socket'
+    return str(exc)
+
+
+def workers_summary(document):
+    """The per-worker fields the modules return: id, pid, accepting, requests."""
+    return [
+        {'id': w.get('id'), 'pid': w.get('pid'), 'accepting': bool(w.get('accepting')), 'requests': w.get('requests', 0)}
+        for w in document.get('workers', [])
+    ]
+
+
+def workers_detail(document):
+    """Everything an operator wants to see per worker, including its loaded apps."""
+    detail = []
+    for worker in document.get('workers', []):
+        apps = [
+            {
+                'mountpoint': app.get('mountpoint', ''),
+                'chdir': app.get('chdir', ''),
+                'requests': app.get('requests', 0),
+                'exceptions': app.get('exceptions', 0),
+                'startup_time': app.get('startup_time', 0),
+            }
+            for app in worker.get('apps', [])
+        ]
+        detail.append({
+            'id': worker.get('id'),
+            'pid': worker.get('pid'),
+            'status': worker.get('status'),
+            'accepting': bool(worker.get('accepting')),
+            'requests': worker.get('requests', 0),
+            'exceptions': worker.get('exceptions', 0),
+            'respawn_count': worker.get('respawn_count', 0),
+            'last_spawn': worker.get('last_spawn', 0),
+            'running_time': worker.get('running_time', 0),
+            'rss': worker.get('rss', 0),
+            'apps_loaded': len(apps),
+            'apps': apps,
+        })
+    return detail
+
+
+def instance_summary(document):
+    """uwsgi_info's view: master, version, listen queue, sockets and workers."""
+    return {
+        'master_pid': document.get('pid'),
+        'version': document.get('version'),
+        'listen_queue': document.get('listen_queue', 0),
+        'listen_queue_errors': document.get('listen_queue_errors', 0),
+        'load': document.get('load', 0),
+        'cwd': document.get('cwd'),
+        'uid': document.get('uid'),
+        'gid': document.get('gid'),
+        'sockets': [
+            {'name': s.get('name'), 'proto': s.get('proto'), 'queue': s.get('queue', 0), 'max_queue': s.get('max_queue', 0)}
+            for s in document.get('sockets', [])
+        ],
+        'workers': workers_detail(document),
+    }
+
+
+def live_workers(document):
+    """Workers that exist and are not cheaped: the ones a reload must replace."""
+    return [w for w in document.get('workers', []) if w.get('pid', 0) > 0 and w.get('status') != 'cheap']
+
+
+# ---------------------------------------------------------------- controls
+
+def fifo_command(path, command):
+    """Write one command byte to the master FIFO without ever blocking."""
+    check_fifo(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENXIO:
+            raise UwsgiError('master_fifo=%s: no process reads this FIFO (the instance is down)' % path)
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UwsgiError('master_fifo=%s: permission denied (run as the instance user)' % path)
+        if exc.errno == errno.ENOENT:
+            raise UwsgiError('master_fifo=%s: does not exist (the master is recreating it, or the instance stopped)' % path)
+        raise UwsgiError('master_fifo=%s: %s' % (path, exc))
+    try:
+        os.write(fd, command.encode('ascii'))
+    except (IOError, OSError) as exc:
+        raise UwsgiError('master_fifo=%s: write failed: %s' % (path, exc))
+    finally:
+        os.close(fd)
+
+
+def check_fifo(path):
+    """Raise UwsgiError unless ``path`` is a FIFO this user may write to."""
+    try:
+        mode = os.stat(path).st_mode
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            raise UwsgiError('master_fifo=%s: does not exist (is master-fifo set, and the instance running?)' % path)
+        raise UwsgiError('master_fifo=%s: %s' % (path, exc))
+    if not stat.S_ISFIFO(mode):
+        raise UwsgiError('master_fifo=%s: not a FIFO (%s)' % (path, _file_kind(mode)))
+    if not os.access(path, os.W_OK):
+        raise UwsgiError('master_fifo=%s: permission denied (run as the instance user)' % path)
+
+
+def check_touch_file(path):
+    """Raise UwsgiError unless ``path`` is an existing regular file whose mtime we may change."""
+    try:
+        mode = os.stat(path).st_mode
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            raise UwsgiError('touch_file=%s: does not exist (uWSGI watches an existing file; create it when deploying)' % path)
+        raise UwsgiError('touch_file=%s: %s' % (path, exc))
+    if not stat.S_ISREG(mode):
+        raise UwsgiError('touch_file=%s: not a regular file (%s)' % (path, _file_kind(mode)))
+    if not os.access(path, os.W_OK):
+        raise UwsgiError('touch_file=%s: permission denied' % path)
+
+
+def touch(path):
+    check_touch_file(path)
+    try:
+        os.utime(path, None)
+    except (IOError, OSError) as exc:
+        raise UwsgiError('touch_file=%s: %s' % (path, exc))
+
+
+def _file_kind(mode):
+    for test, name in ((stat.S_ISDIR, 'a directory'), (stat.S_ISREG, 'a regular file'), (stat.S_ISSOCK, 'a socket'),
+                       (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return name
+    return 'mode %o' % mode
+
+
+def looks_like_uwsgi(info, exe=None):
+    """True when a process's program, kernel name, executable or process title says uWSGI."""
+    names = [info.program, info.comm, os.path.basename(exe) if exe else '']
+    if any(name.lower().startswith('uwsgi') for name in names if name):
+        return True
+    return bool(info.cmdline) and info.cmdline[0].startswith('uWSGI ')
+
+
+def resolve_max_unavailable(value, worker_count):
+    """Turn ``2`` or ``"50%"`` into a worker count in 1..worker_count; ValueError on nonsense."""
+    text = str(value).strip()
+    if text.endswith('%'):
+        number = text[:-1].strip()
+        if not number.isdigit() or not 0 < int(number) <= 100:
+            raise ValueError('max_unavailable=%s: a percentage must be between 1%% and 100%%' % value)
+        return max(1, (worker_count * int(number)) // 100)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError('max_unavailable=%s: must be a positive integer or a percentage like "50%%"' % value)
+    return min(int(text), max(1, worker_count))
+
+
+# ---------------------------------------------------------------- lazy-apps evidence
+
+def lazy_apps_declared(cmdline, environ, cwd, read_text):
+    """True/False when the instance's own configuration says whether apps load in workers.
+
+    None when it cannot be told (a config format or include we do not read).
+    ``read_text(path)`` returns a file's text or None; injected for tests.
+    """
+    verdict = _truthy(environ.get('UWSGI_LAZY_APPS')) or _truthy(environ.get('UWSGI_LAZY'))
+    if verdict:
+        return True
+    unknown = False
+    args = list(cmdline[1:])
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name, has_value, inline = arg.partition('=')
+        if name in ('--lazy-apps', '--lazy'):
+            if not has_value or _truthy(inline):
+                return True
+        elif name in ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x'):
+            path = inline if has_value else (args[index + 1] if index + 1 < len(args) else None)
+            if not has_value:
+                index += 1
+            result = _config_file_says(name, path, cwd, read_text, depth=0)
+            if result:
+                return True
+            unknown = unknown or result is None
+        elif not arg.startswith('-') and index == 0 and len(args) == 1:
+            result = _config_file_says('--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text, depth=0)
+            if result:
+                return True
+            unknown = unknown or result is None
+        index += 1
+    return None if unknown else False
+
+
+def _truthy(value):
+    if value is None:
+        return False
+    return value.strip().lower() not in _TRUE_OFF
+
+
+def _config_file_says(kind, spec, cwd, read_text, depth):
+    if spec is None or depth > 5:
+        return None
+    if kind != '--ini' or RawConfigParser is None:
+        return None
+    path, _sep, section = spec.partition(':')
+    section = section or 'uwsgi'
+    if not os.path.isabs(path) and cwd:
+        path = os.path.join(cwd, path)
+    text = read_text(path)
+    if text is None:
+        return None
+    parser = RawConfigParser(strict=False, allow_no_value=True, delimiters=('=',), comment_prefixes=(';', '#'))
+    try:
+        parser.read_string(text)
+    except ConfigParserError:
+        return None
+    if not parser.has_section(section):
+        return False
+    unknown = False
+    for key, value in parser.items(section):
+        normalized = key.replace('_', '-')
+        if normalized in ('lazy-apps', 'lazy') and (value is None or _truthy(value)):
+            return True
+        if normalized == 'ini' and value:
+            result = _config_file_says('--ini', value, os.path.dirname(path), read_text, depth + 1)
+            if result:
+                return True
+            unknown = unknown or result is None
+    return None if unknown else False
+
+
+# ---------------------------------------------------------------- proof of a reload
+
+class ReloadTracker:
+    """Follows stats snapshots until every worker present at the start is replaced and accepting.
+
+    Holds only what the snapshots cannot tell again: the PIDs before the reload,
+    and the respawn baseline per worker (re-based when a master re-exec resets
+    the counters).  ``observe()`` returns the verdict for one snapshot.
+    """
+
+    def __init__(self, before):
+        self.master_pid = before.get('pid')
+        self.targets = sorted(w['id'] for w in live_workers(before))
+        self.pending = list(self.targets)
+        self.old_pids = set(w['pid'] for w in before.get('workers', []) if w.get('pid', 0) > 0)
+        self.old_pid_by_id = dict((w['id'], w.get('pid', 0)) for w in before.get('workers', []))
+        self._baseline = dict((w['id'], w.get('respawn_count', 0)) for w in before.get('workers', []))
+        self._last_count = dict(self._baseline)
+        self.min_accepting = len([w for w in live_workers(before) if _serving(w)])
+        self.last = before
+
+    def is_new_and_ready(self, worker):
+        """A PID that did not exist before the reload, accepting requests with its apps loaded."""
+        pid = worker.get('pid', 0)
+        return pid > 0 and pid not in self.old_pids and _serving(worker)
+
+    def observe(self, document, draining=()):
+        """Return ('done', None), ('waiting', None) or ('broken', message) for this snapshot.
+
+        ``draining`` names workers known to have been told to stop: uWSGI still
+        reports them accepting until they exit, but they take no new requests.
+        """
+        self.last = document
+        serving = 0
+        pending = []
+        for worker in document.get('workers', []):
+            wid = worker.get('id')
+            pid = worker.get('pid', 0)
+            count = worker.get('respawn_count', 0)
+            if count < self._last_count.get(wid, 0):
+                # The master re-executed itself: counters restart at 1 for the first spawn.
+                self._baseline[wid] = 0
+            self._last_count[wid] = count
+            extra_respawns = count - self._baseline.get(wid, 0) - 1
+            if extra_respawns > RESPAWN_TOLERANCE:
+                return ('broken', 'worker %s keeps respawning: respawn_count %d, %d more than one reload needs '
+                                  '(crash loop; see the uWSGI log)' % (wid, count, extra_respawns))
+            is_new = pid > 0 and pid not in self.old_pids
+            if is_new and worker.get('accepting') and not worker.get('apps'):
+                return ('broken', 'worker %s (pid %d) respawned without an application (respawn_count %d): '
+                                  'the new code failed to load; see the uWSGI log' % (wid, pid, count))
+            if self.is_new_and_ready(worker):
+                serving += 1
+            else:
+                if _serving(worker) and wid not in draining:
+                    serving += 1
+                if wid in self.targets:
+                    pending.append(wid)
+        self.min_accepting = min(self.min_accepting, serving)
+        self.pending = pending
+        return ('waiting', None) if pending else ('done', None)
+
+    def describe_pending(self, document):
+        by_id = dict((w.get('id'), w) for w in document.get('workers', []))
+        states = []
+        for wid in self.pending:
+            worker = by_id.get(wid, {})
+            pid = worker.get('pid', 0)
+            if pid and pid == self.old_pid_by_id.get(wid):
+                state = 'still runs the old pid %d (status %s)' % (pid, worker.get('status'))
+            elif pid <= 0:
+                state = 'is not running'
+            else:
+                state = 'has new pid %d, not accepting yet' % pid
+            states.append('worker %s %s' % (wid, state))
+        return '; '.join(states)
+
+
+def _serving(worker):
+    return worker.get('pid', 0) > 0 and bool(worker.get('accepting')) and bool(worker.get('apps'))

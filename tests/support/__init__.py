@@ -1,0 +1,1 @@
+"""Test-support helpers that drive real uWSGI instances under real HTTP load."""
