@@ -24,7 +24,7 @@ description:
   - Never signals a process that C(/proc) does not show to be the instance's uWSGI master or one of
     its workers.
 author:
-  - graceful.wsgi maintainers
+  - graceful.wsgi maintainers (@graceful-wsgi)
 extends_documentation_fragment:
   - graceful.wsgi.attributes
   - graceful.wsgi.attributes.linux
@@ -99,7 +99,7 @@ notes:
   - C(lazy-apps) is what makes workers import the code again; it is read from the master's command line,
     environment and ini files. Without it O(mode=chain) and O(mode=rolling) fail, because their new workers
     would be forked from a master that still holds the old code.
-  - Do not combine C(need-app) with C(lazy-apps) on an instance you reload: uWSGI destroys the whole
+  - Do not combine C(need-app) with C(lazy-apps) on an instance you reload. uWSGI destroys the whole
     instance when one new worker fails to load the app.
 seealso:
   - module: graceful.wsgi.uwsgi_info

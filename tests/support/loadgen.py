@@ -62,6 +62,10 @@ def _fetch_identity(
     """
     t_start = time.monotonic()
     status: int | None = None
+
+    def failure(error: str) -> Response:
+        return Response(t_start, time.monotonic(), kind, status, None, None, error)
+
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
@@ -71,25 +75,20 @@ def _fetch_identity(
     except (OSError, http.client.HTTPException) as exc:
         # OSError covers refused/reset connections and socket timeouts;
         # HTTPException covers malformed or missing status lines.
-        return Response(t_start, time.monotonic(), kind, status, None, None,
-                        f"{type(exc).__name__}: {exc}")
+        return failure(f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
-    t_end = time.monotonic()
 
     if status != 200:
-        return Response(t_start, t_end, kind, status, None, None,
-                        f"HTTP {status}: {body[:200]!r}")
+        return failure(f"HTTP {status}: {body[:200]!r}")
     try:
         payload = json.loads(body)
         release, pid = payload["release"], payload["pid"]
     except (ValueError, TypeError, KeyError) as exc:
-        return Response(t_start, t_end, kind, status, None, None,
-                        f"bad body ({type(exc).__name__}): {body[:200]!r}")
+        return failure(f"bad body ({type(exc).__name__}): {body[:200]!r}")
     if not isinstance(release, str) or not isinstance(pid, int):
-        return Response(t_start, t_end, kind, status, None, None,
-                        f"bad body (wrong field types): {body[:200]!r}")
-    return Response(t_start, t_end, kind, status, release, pid, None)
+        return failure(f"bad body (wrong field types): {body[:200]!r}")
+    return Response(t_start, time.monotonic(), kind, status, release, pid, None)
 
 
 def _percentile_ms(sorted_seconds: list[float], fraction: float) -> float:
@@ -100,13 +99,19 @@ def _percentile_ms(sorted_seconds: list[float], fraction: float) -> float:
     return sorted_seconds[rank - 1] * 1000.0
 
 
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}ms"
+
+
 @dataclass
 class LoadResult:
     """Everything a load run observed. Latency percentiles cover successful
     fast requests only, because slow requests are slow on purpose."""
 
-    started_at: float
+    started_at: float  # time.monotonic() when the load started
     duration: float
+    # "stop" when stop() ended the run, else the bound that ended it first
+    # ("max_seconds" or "max_requests") - a bounded run may be too short.
     end_reason: str
     responses: list[Response] = field(repr=False)
     total: int = 0
@@ -120,7 +125,10 @@ class LoadResult:
 
     @classmethod
     def from_responses(
-        cls, responses: list[Response], started_at: float, finished_at: float,
+        cls,
+        responses: list[Response],
+        started_at: float,
+        finished_at: float,
         end_reason: str,
     ) -> LoadResult:
         responses = sorted(responses, key=lambda r: r.t_start)
@@ -138,9 +146,14 @@ class LoadResult:
             fast_total=sum(1 for r in responses if r.kind == "fast"),
             slow_total=sum(1 for r in responses if r.kind == "slow"),
             failures=[
-                {"time": r.t_start, "kind": r.kind, "status": r.status,
-                 "error": r.error}
-                for r in responses if not r.ok
+                {
+                    "time": r.t_start,
+                    "kind": r.kind,
+                    "status": r.status,
+                    "error": r.error,
+                }
+                for r in responses
+                if not r.ok
             ],
             requests_per_second=len(responses) / duration,
             p50_ms=_percentile_ms(fast_latencies, 0.50),
@@ -155,8 +168,11 @@ class LoadResult:
         """Worker pids that answered successfully with ``release``, counting
         only requests started at or after ``after`` (a monotonic timestamp)."""
         return {
-            r.pid for r in self.responses
-            if r.ok and r.release == release and r.pid is not None
+            r.pid
+            for r in self.responses
+            if r.ok
+            and r.release == release
+            and r.pid is not None
             and (after is None or r.t_start >= after)
         }
 
@@ -175,16 +191,21 @@ class LoadResult:
         lines = [
             f"{self.total} requests ({self.fast_total} fast, {self.slow_total} slow)"
             f" in {self.duration:.2f}s = {self.requests_per_second:.0f} req/s;"
-            f" failed={self.failed}; p50={self.p50_ms:.1f}ms p99={self.p99_ms:.1f}ms;"
+            f" failed={self.failed}; p50={_ms(self.p50_ms)} p99={_ms(self.p99_ms)};"
             f" ended by {self.end_reason}",
-            "releases seen: " + (
-                ", ".join(f"{rel}={n}" for rel, n in sorted(self.releases_seen().items()))
+            "releases seen: "
+            + (
+                ", ".join(
+                    f"{rel}={n}" for rel, n in sorted(self.releases_seen().items())
+                )
                 or "none"
             ),
         ]
         for failure in self.failures[:max_failures]:
             offset = failure["time"] - self.started_at
-            lines.append(f"  FAILED at +{offset:.3f}s [{failure['kind']}] {failure['error']}")
+            lines.append(
+                f"  FAILED at +{offset:.3f}s [{failure['kind']}] {failure['error']}"
+            )
         if len(self.failures) > max_failures:
             lines.append(f"  ... and {len(self.failures) - max_failures} more failures")
         return "\n".join(lines)
@@ -244,16 +265,17 @@ class LoadGenerator:
         if self._started_at is not None:
             raise RuntimeError("LoadGenerator can only be started once")
         self._started_at = time.monotonic()
-        clients: list[tuple[RequestKind, str]] = (
-            [("fast", "/")] * self.concurrency
-            + [("slow", f"/slow?seconds={self.slow_seconds}")] * self.slow_clients
-        )
+        slow_path = f"/slow?seconds={self.slow_seconds}"
+        clients: list[tuple[RequestKind, str]] = [("fast", "/")] * self.concurrency
+        clients += [("slow", slow_path)] * self.slow_clients
         for index, (kind, path) in enumerate(clients):
             sink: list[Response] = []
             self._per_thread_responses.append(sink)
             thread = threading.Thread(
-                target=self._client_loop, args=(kind, path, sink),
-                name=f"loadgen-{kind}-{index}", daemon=True,
+                target=self._client_loop,
+                args=(kind, path, sink),
+                name=f"loadgen-{kind}-{index}",
+                daemon=True,
             )
             self._threads.append(thread)
             thread.start()
@@ -270,7 +292,9 @@ class LoadGenerator:
         # reached yet) and then finish one in-flight request.
         join_deadline = (
             max(time.monotonic(), self._started_at + self.max_seconds)
-            + self.request_timeout + self.slow_seconds + 5.0
+            + self.request_timeout
+            + self.slow_seconds
+            + 5.0
         )
         for thread in self._threads:
             thread.join(timeout=max(0.0, join_deadline - time.monotonic()))
@@ -279,7 +303,9 @@ class LoadGenerator:
             raise RuntimeError(f"load generator threads did not finish: {stuck}")
         responses = [r for sink in self._per_thread_responses for r in sink]
         self.result = LoadResult.from_responses(
-            responses, self._started_at, time.monotonic(),
+            responses,
+            self._started_at,
+            time.monotonic(),
             self._end_reason or "stop",
         )
         return self.result
@@ -289,7 +315,9 @@ class LoadGenerator:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -313,8 +341,11 @@ class LoadGenerator:
 
     def _client_loop(self, kind: RequestKind, path: str, sink: list[Response]) -> None:
         while self._may_issue():
-            sink.append(_fetch_identity(
-                self._host, self._port, path, kind, self.request_timeout))
+            sink.append(
+                _fetch_identity(
+                    self._host, self._port, path, kind, self.request_timeout
+                )
+            )
             if kind == "fast":
                 with self._lock:
                     self._fast_completed += 1
@@ -358,8 +389,9 @@ def sample_serving_pids(
 
     def client() -> None:
         while may_issue():
-            response = _fetch_identity(host, port, "/", "fast",
-                                       timeout=max(0.1, deadline - time.monotonic()))
+            response = _fetch_identity(
+                host, port, "/", "fast", timeout=max(0.1, deadline - time.monotonic())
+            )
             with lock:
                 if not response.ok:
                     errors.append(response.error or "unknown error")
@@ -373,8 +405,10 @@ def sample_serving_pids(
                 if expected_pids <= confirmed:
                     done.set()
 
-    threads = [threading.Thread(target=client, name=f"sampler-{i}", daemon=True)
-               for i in range(concurrency)]
+    threads = [
+        threading.Thread(target=client, name=f"sampler-{i}", daemon=True)
+        for i in range(concurrency)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -37,7 +37,9 @@ _POLL_INTERVAL = 0.05
 
 
 def poll_until(
-    probe: Callable[[], T | None], timeout: float, description: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    description: str,
     interval: float = _POLL_INTERVAL,
     on_timeout: Callable[[], str] | None = None,
 ) -> T:
@@ -55,7 +57,8 @@ def poll_until(
             details = on_timeout() if on_timeout else ""
             raise TimeoutError(
                 f"timed out after {timeout}s waiting for {description}"
-                + (f"\n{details}" if details else ""))
+                + (f"\n{details}" if details else "")
+            )
         time.sleep(interval)
 
 
@@ -69,8 +72,11 @@ def _worker_is_serving(worker: dict[str, Any]) -> bool:
     # A worker still importing the app reports accepting=0; one whose import
     # failed reports accepting=1 but no apps (and answers 500), so both flags
     # are needed.
-    return (worker.get("pid", 0) > 0 and worker.get("accepting") == 1
-            and len(worker.get("apps") or []) >= 1)
+    return (
+        worker.get("pid", 0) > 0
+        and worker.get("accepting") == 1
+        and len(worker.get("apps") or []) >= 1
+    )
 
 
 def _format_workers(workers: list[dict[str, Any]]) -> str:
@@ -103,7 +109,9 @@ class UwsgiInstance:
         self.lazy_apps = lazy_apps
         self.import_delay = import_delay
         self.extra_options = dict(extra_options or {})
-        self.uwsgi_bin = Path(uwsgi_bin) if uwsgi_bin else Path(sys.executable).with_name("uwsgi")
+        self.uwsgi_bin = (
+            Path(uwsgi_bin) if uwsgi_bin else Path(sys.executable).with_name("uwsgi")
+        )
 
         self.app_path = self.workdir / "app.py"
         self.ini_path = self.workdir / "uwsgi.ini"
@@ -123,8 +131,13 @@ class UwsgiInstance:
         self.release = release
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._stopped = False
 
-        for path in (self.touch_chain_path, self.touch_reload_path, self.touch_workers_path):
+        for path in (
+            self.touch_chain_path,
+            self.touch_reload_path,
+            self.touch_workers_path,
+        ):
             path.touch()
         self.set_release(release)
         self._write_ini()
@@ -175,7 +188,10 @@ class UwsgiInstance:
         self.ini_path.write_text("\n".join(lines) + "\n")
 
     def set_release(
-        self, release: str, broken: bool = False, import_delay: float | None = None,
+        self,
+        release: str,
+        broken: bool = False,
+        import_delay: float | None = None,
     ) -> None:
         """Replace the app file with ``release``; workers see it on respawn.
 
@@ -194,13 +210,19 @@ class UwsgiInstance:
         """Start uWSGI and return once every worker is accepting with an app."""
         if self._process is not None:
             raise RuntimeError("instance already started")
+        if self._stopped:
+            # stop() may have removed the stats socket directory; a fresh
+            # UwsgiInstance on the same workdir is the way to restart.
+            raise RuntimeError("UwsgiInstance is single-use; create a new one")
         self._log_file = open(self.log_path, "ab")
         for attempt in range(1, _START_ATTEMPTS + 1):
             log_offset = self.log_path.stat().st_size
             self._process = subprocess.Popen(
                 [str(self.uwsgi_bin), "--ini", str(self.ini_path)],
-                stdin=subprocess.DEVNULL, stdout=self._log_file,
-                stderr=subprocess.STDOUT, cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
                 # Own process group, so stop() can kill workers the master
                 # leaves behind.
                 start_new_session=True,
@@ -210,7 +232,10 @@ class UwsgiInstance:
                 return
             except RuntimeError:
                 new_output = self.log_path.read_bytes()[log_offset:]
-                if attempt < _START_ATTEMPTS and b"Address already in use" in new_output:
+                if (
+                    attempt < _START_ATTEMPTS
+                    and b"Address already in use" in new_output
+                ):
                     self._process.wait()
                     self._process = None
                     self.port = _free_loopback_port()
@@ -218,7 +243,7 @@ class UwsgiInstance:
                     continue
                 self.stop()
                 raise
-            except TimeoutError:
+            except BaseException:
                 self.stop()
                 raise
 
@@ -228,16 +253,25 @@ class UwsgiInstance:
             if self._process.poll() is not None:
                 raise RuntimeError(
                     f"uwsgi exited with status {self._process.returncode} during"
-                    f" startup\n{self.log_tail()}")
+                    f" startup\n{self.log_tail()}"
+                )
             workers = self._try_workers()
-            return (workers is not None and len(workers) == self.processes
-                    and all(_worker_is_serving(w) for w in workers))
+            return (
+                workers is not None
+                and len(workers) == self.processes
+                and all(_worker_is_serving(w) for w in workers)
+            )
 
-        poll_until(probe, timeout, "all uWSGI workers to accept with an app loaded",
-                   on_timeout=self._diagnostics)
+        poll_until(
+            probe,
+            timeout,
+            "all uWSGI workers to accept with an app loaded",
+            on_timeout=self._diagnostics,
+        )
 
     def stop(self) -> None:
         """Shut uWSGI down; safe to call repeatedly and on a failed start."""
+        self._stopped = True
         process, self._process = self._process, None
         if process is not None:
             if process.poll() is None:
@@ -252,7 +286,7 @@ class UwsgiInstance:
                 os.killpg(process.pid, signal.SIGKILL)  # stragglers, if any
             except ProcessLookupError:
                 pass
-            process.wait()
+            process.wait(timeout=10)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -268,7 +302,9 @@ class UwsgiInstance:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -313,8 +349,10 @@ class UwsgiInstance:
                 collapsed[-1][1] += 1
             else:
                 collapsed.append([line, 1])
-        rendered = [line if count == 1 else f"{line}  [x{count}]"
-                    for line, count in collapsed[-lines:]]
+        rendered = [
+            line if count == 1 else f"{line}  [x{count}]"
+            for line, count in collapsed[-lines:]
+        ]
         return "--- uwsgi log tail ---\n" + "\n".join(rendered)
 
     def _diagnostics(self) -> str:
@@ -335,7 +373,8 @@ class UwsgiInstance:
         except OSError as exc:
             if exc.errno == errno.ENXIO:
                 raise RuntimeError(
-                    f"no uWSGI master is reading {self.fifo_path}") from exc
+                    f"no uWSGI master is reading {self.fifo_path}"
+                ) from exc
             raise
         try:
             os.write(fd, commands.encode())
@@ -346,7 +385,9 @@ class UwsgiInstance:
         return {w["pid"] for w in self.workers() if w.get("pid", 0) > 0}
 
     def wait_all_workers_serving(
-        self, release: str, timeout: float = 20.0,
+        self,
+        release: str,
+        timeout: float = 20.0,
         replaced_pids: Collection[int] = (),
     ) -> set[int]:
         """Wait until every worker is accepting with an app loaded, none of them
@@ -363,28 +404,44 @@ class UwsgiInstance:
         def probe() -> set[int] | None:
             nonlocal last_sample
             workers = self._try_workers()
-            if (workers is None or len(workers) != self.processes
-                    or not all(_worker_is_serving(w) for w in workers)):
+            if (
+                workers is None
+                or len(workers) != self.processes
+                or not all(_worker_is_serving(w) for w in workers)
+            ):
                 return None
             pids = {w["pid"] for w in workers}
             if pids & old:
                 return None
             last_sample = sample_serving_pids(
-                self.base_url, pids, release,
-                max_seconds=max(0.5, min(5.0, deadline - time.monotonic())))
-            return pids if not last_sample["missing"] and not last_sample["wrong"] else None
+                self.base_url,
+                pids,
+                release,
+                max_seconds=max(0.5, min(5.0, deadline - time.monotonic())),
+            )
+            return (
+                pids
+                if not last_sample["missing"] and not last_sample["wrong"]
+                else None
+            )
 
         def diagnostics() -> str:
             if not last_sample:
                 sample = "none taken (workers never all ready)"
             else:
-                sample = (f"seen={last_sample['seen']} missing={last_sample['missing']}"
-                          f" wrong={last_sample['wrong'][:5]} ({len(last_sample['wrong'])}"
-                          f" total) errors={len(last_sample['errors'])}")
+                sample = (
+                    f"seen={last_sample['seen']} missing={last_sample['missing']}"
+                    f" wrong={last_sample['wrong'][:5]} ({len(last_sample['wrong'])}"
+                    f" total) errors={len(last_sample['errors'])}"
+                )
             return f"last HTTP sample: {sample}\n{self._diagnostics()}"
 
-        return poll_until(probe, timeout, f"all workers serving release {release!r}",
-                          on_timeout=diagnostics)
+        return poll_until(
+            probe,
+            timeout,
+            f"all workers serving release {release!r}",
+            on_timeout=diagnostics,
+        )
 
 
 __all__ = ["UwsgiInstance", "poll_until"]

@@ -27,7 +27,9 @@ def instance(tmp_path: Path) -> Iterator[UwsgiInstance]:
         yield running
 
 
-def chain_reload_to(instance: UwsgiInstance, release: str, broken: bool = False) -> float:
+def chain_reload_to(
+    instance: UwsgiInstance, release: str, broken: bool = False
+) -> float:
     """Deploy ``release`` by chain reload; return the monotonic trigger time."""
     instance.set_release(release, broken=broken)
     triggered_at = time.monotonic()
@@ -42,9 +44,12 @@ def wait_all_pids_replaced(instance: UwsgiInstance, old_pids: set[int]) -> set[i
         ready = all(w["pid"] > 0 and w["accepting"] == 1 for w in workers)
         return pids if ready and not pids & old_pids else None
 
-    return poll_until(fully_replaced, timeout=30, description="every worker pid replaced")
+    return poll_until(
+        fully_replaced, timeout=30, description="every worker pid replaced"
+    )
 
 
+@pytest.mark.timeout(60)
 def test_render_app_broken_release_fails_at_import() -> None:
     source = render_app("v9", broken=True)
     with pytest.raises(ImportError, match="release v9 is broken"):
@@ -55,12 +60,14 @@ def test_render_app_broken_release_fails_at_import() -> None:
 def test_steady_load_has_no_failures_and_keeps_slow_requests_in_flight(
     instance: UwsgiInstance,
 ) -> None:
-    load = LoadGenerator(instance.base_url, min_requests=2000, slow_seconds=1.0,
-                         max_seconds=30)
+    load = LoadGenerator(
+        instance.base_url, min_requests=2000, slow_seconds=1.0, max_seconds=30
+    )
     load.start()
     # No sleep needed: stop() keeps the fast clients going until min_requests,
     # and waits for the slow requests already in flight.
     result = load.stop()
+    print(result.summary())  # shown with -rP; handy when tuning the benchmark
 
     assert result.failed == 0, result.summary()
     assert result.total >= 2000, result.summary()
@@ -88,14 +95,16 @@ def test_chain_reload_under_load_rolls_every_worker_without_failures(
 ) -> None:
     old_pids = instance.worker_pids()
 
-    with LoadGenerator(instance.base_url, min_requests=2000, slow_seconds=1.0,
-                       max_seconds=45) as load:
+    with LoadGenerator(
+        instance.base_url, min_requests=2000, slow_seconds=1.0, max_seconds=45
+    ) as load:
         chain_reload_to(instance, "v2")
         new_pids = wait_all_pids_replaced(instance, old_pids)
         rolled_over_at = time.monotonic()
         sample = sample_serving_pids(instance.base_url, new_pids, "v2")
     result = load.result
     assert result is not None
+    print(result.summary())
 
     assert sample["missing"] == set(), sample
     assert sample["wrong"] == [], sample
@@ -103,7 +112,9 @@ def test_chain_reload_under_load_rolls_every_worker_without_failures(
     assert result.failed == 0, result.summary()
     assert set(result.releases_seen()) == {"v1", "v2"}, result.summary()
     # Nothing the old code served may answer once the rollover is complete.
-    assert "v1" not in {r.release for r in result.responses if r.t_start >= rolled_over_at}
+    assert "v1" not in {
+        r.release for r in result.responses if r.t_start >= rolled_over_at
+    }
     assert instance.wait_all_workers_serving("v2", timeout=10) == new_pids
 
 
@@ -111,18 +122,21 @@ def test_chain_reload_under_load_rolls_every_worker_without_failures(
 def test_broken_release_is_counted_as_failures(instance: UwsgiInstance) -> None:
     old_pids = instance.worker_pids()
 
-    with LoadGenerator(instance.base_url, min_requests=2000, slow_seconds=1.0,
-                       max_seconds=45) as during_rollover:
+    with LoadGenerator(
+        instance.base_url, min_requests=2000, slow_seconds=1.0, max_seconds=45
+    ) as during_rollover:
         triggered_at = chain_reload_to(instance, "v3", broken=True)
         wait_all_pids_replaced(instance, old_pids)
     # Once every worker runs the broken release, every request must fail.
-    with LoadGenerator(instance.base_url, min_requests=500, slow_clients=0,
-                       max_seconds=20) as after_rollover:
+    with LoadGenerator(
+        instance.base_url, min_requests=500, slow_clients=0, max_seconds=20
+    ) as after_rollover:
         pass
 
     rollover = during_rollover.result
     broken = after_rollover.result
     assert rollover is not None and broken is not None
+    print(rollover.summary(), broken.summary(), sep="\n")
     assert rollover.failed > 0, rollover.summary()
     assert rollover.failed == len(rollover.failures)
     assert all(f["time"] >= triggered_at for f in rollover.failures), rollover.summary()
@@ -139,13 +153,19 @@ def test_broken_release_is_counted_as_failures(instance: UwsgiInstance) -> None:
 def test_connection_errors_are_counted_as_failures(instance: UwsgiInstance) -> None:
     instance.stop()
 
-    with LoadGenerator(instance.base_url, concurrency=2, slow_clients=1,
-                       min_requests=50, max_seconds=10) as load:
+    with LoadGenerator(
+        instance.base_url,
+        concurrency=2,
+        slow_clients=1,
+        min_requests=50,
+        max_seconds=10,
+    ) as load:
         pass
     result = load.result
     assert result is not None
 
     assert result.total >= 50, result.summary()
     assert result.failed == result.total, result.summary()
-    assert all("ConnectionRefusedError" in f["error"] for f in result.failures), (
-        result.summary())
+    assert all(
+        "ConnectionRefusedError" in f["error"] for f in result.failures
+    ), result.summary()

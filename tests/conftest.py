@@ -7,6 +7,6 @@ sys.path; a bare ``pytest`` (rootdir-relative imports) does not.
 import sys
 from pathlib import Path
 
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)

@@ -1,0 +1,265 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import socket
+import threading
+
+import pytest
+
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
+from ansible_collections.graceful.wsgi.plugins.module_utils._proc import ProcessInfo
+
+
+def worker(wid, pid, accepting=1, apps=1, respawn_count=1, status='idle', requests=0):
+    return {'id': wid, 'pid': pid, 'accepting': accepting, 'requests': requests, 'status': status,
+            'respawn_count': respawn_count, 'last_spawn': 0, 'apps': [{'mountpoint': ''}] * apps}
+
+
+def doc(*workers, **extra):
+    document = {'pid': 100, 'version': '2.0.31', 'workers': list(workers)}
+    document.update(extra)
+    return document
+
+
+BEFORE = doc(worker(1, 101), worker(2, 102), worker(3, 103), worker(4, 104))
+
+
+# ------------------------------------------------------------------ addresses and stats
+
+@pytest.mark.parametrize('value, expected', [
+    ('/run/app/stats.sock', ('unix', '/run/app/stats.sock')),
+    ('stats.sock', ('unix', 'stats.sock')),
+    ('127.0.0.1:9191', ('tcp', '127.0.0.1', 9191)),
+    (':9191', ('tcp', '127.0.0.1', 9191)),
+    ('localhost:1717', ('tcp', 'localhost', 1717)),
+    ('[::1]:9191', ('tcp', '::1', 9191)),
+    ('/tmp/odd:9191', ('unix', '/tmp/odd:9191')),
+])
+def test_parse_stats_address(value, expected):
+    assert _uwsgi.parse_stats_address(value) == expected
+
+
+def serve_once(path, payload):
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer():
+        conn, _addr = server.accept()
+        conn.sendall(payload)
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    return thread
+
+
+def test_read_stats_from_unix_socket(tmp_path):
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, json.dumps(BEFORE).encode())
+    assert _uwsgi.read_stats(('unix', path))['pid'] == 100
+    thread.join()
+
+
+def test_read_stats_rejects_non_stats_json(tmp_path):
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, b'{"hello": 1}')
+    with pytest.raises(_uwsgi.UwsgiError, match='without "pid" and "workers"'):
+        _uwsgi.read_stats(('unix', path))
+    thread.join()
+
+
+def test_read_stats_names_missing_socket(tmp_path):
+    path = str(tmp_path / 'missing.sock')
+    with pytest.raises(_uwsgi.UwsgiError, match='stats=%s: no such socket' % path):
+        _uwsgi.read_stats(('unix', path))
+
+
+def test_read_stats_times_out_on_silent_server(tmp_path):
+    path = str(tmp_path / 'silent.sock')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    try:
+        with pytest.raises(_uwsgi.UwsgiError, match='no answer within 0.2s'):
+            _uwsgi.read_stats(('unix', path), timeout=0.2)
+    finally:
+        server.close()
+
+
+def test_read_stats_refused_tcp():
+    probe = socket.socket()
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(_uwsgi.UwsgiError, match='127.0.0.1:%d: connection refused' % port):
+        _uwsgi.read_stats(('tcp', '127.0.0.1', port))
+
+
+def test_summaries():
+    assert _uwsgi.workers_summary(BEFORE)[0] == {'id': 1, 'pid': 101, 'accepting': True, 'requests': 0}
+    info = _uwsgi.instance_summary(doc(worker(1, 101, apps=0)))
+    assert info['master_pid'] == 100
+    assert info['workers'][0]['apps_loaded'] == 0
+
+
+def test_live_workers_skips_empty_and_cheaped_slots():
+    document = doc(worker(1, 101), worker(2, 0), worker(3, 103, status='cheap'))
+    assert [w['id'] for w in _uwsgi.live_workers(document)] == [1]
+
+
+# ------------------------------------------------------------------ FIFO and touch file
+
+def test_fifo_without_reader_fails_at_once(tmp_path):
+    path = str(tmp_path / 'master.fifo')
+    os.mkfifo(path, 0o600)
+    with pytest.raises(_uwsgi.UwsgiError, match='master_fifo=%s: no process reads this FIFO' % path):
+        _uwsgi.fifo_command(path, 'c')
+
+
+def test_fifo_command_is_written(tmp_path):
+    path = str(tmp_path / 'master.fifo')
+    os.mkfifo(path, 0o600)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        _uwsgi.fifo_command(path, 'c')
+        assert os.read(reader, 10) == b'c'
+    finally:
+        os.close(reader)
+
+
+def test_fifo_path_checks(tmp_path):
+    regular = tmp_path / 'regular'
+    regular.write_text('x')
+    with pytest.raises(_uwsgi.UwsgiError, match='not a FIFO \\(a regular file\\)'):
+        _uwsgi.check_fifo(str(regular))
+    with pytest.raises(_uwsgi.UwsgiError, match='does not exist'):
+        _uwsgi.check_fifo(str(tmp_path / 'nope'))
+
+
+def test_touch_file_checks_and_touches(tmp_path):
+    target = tmp_path / 'reload.touch'
+    target.write_text('')
+    os.utime(str(target), (1, 1))
+    _uwsgi.touch(str(target))
+    assert target.stat().st_mtime > 1
+    with pytest.raises(_uwsgi.UwsgiError, match='touch_file=.*: does not exist'):
+        _uwsgi.touch(str(tmp_path / 'missing'))
+    with pytest.raises(_uwsgi.UwsgiError, match='not a regular file \\(a directory\\)'):
+        _uwsgi.touch(str(tmp_path))
+
+
+# ------------------------------------------------------------------ identity and options
+
+def test_looks_like_uwsgi():
+    assert _uwsgi.looks_like_uwsgi(ProcessInfo(1, 0, 'S', ['/venv/bin/uwsgi', '--ini', 'a.ini'], 'uwsgi'))
+    assert _uwsgi.looks_like_uwsgi(ProcessInfo(1, 0, 'S', ['uWSGI master'], 'uWSGI master'))
+    assert _uwsgi.looks_like_uwsgi(ProcessInfo(1, 0, 'S', ['myapp master'], 'myapp'), exe='/usr/bin/uwsgi-core')
+    assert not _uwsgi.looks_like_uwsgi(ProcessInfo(1, 0, 'S', ['/usr/sbin/sshd', '-D'], 'sshd'), exe='/usr/sbin/sshd')
+
+
+@pytest.mark.parametrize('value, workers, expected', [
+    (1, 4, 1), ('2', 4, 2), (9, 4, 4), ('50%', 4, 2), ('25%', 4, 1), ('10%', 4, 1), ('100%', 4, 4), ('75%', 3, 2),
+])
+def test_resolve_max_unavailable(value, workers, expected):
+    assert _uwsgi.resolve_max_unavailable(value, workers) == expected
+
+
+@pytest.mark.parametrize('value', [0, '-1', 'two', '0%', '150%', '%', '1.5'])
+def test_resolve_max_unavailable_rejects(value):
+    with pytest.raises(ValueError, match='max_unavailable=%s' % value):
+        _uwsgi.resolve_max_unavailable(value, 4)
+
+
+# ------------------------------------------------------------------ lazy-apps evidence
+
+def files(mapping):
+    return mapping.get
+
+
+@pytest.mark.parametrize('cmdline, environ, texts, expected', [
+    (['uwsgi', '--lazy-apps', '--http-socket', ':80'], {}, {}, True),
+    (['uwsgi', '--lazy-apps=false'], {}, {}, False),
+    (['uwsgi', '--http-socket', ':80'], {'UWSGI_LAZY_APPS': '1'}, {}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
+    (['uwsgi', '--ini=/etc/app.ini'], {}, {'/etc/app.ini': '[uwsgi]\nlazy-apps\n'}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy_apps = 1\n'}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = false\nmaster = true\n'}, False),
+    (['uwsgi', '--ini', 'app.ini:prod'], {}, {'/srv/app.ini': '[uwsgi]\nmaster=1\n[prod]\nlazy = true\n'}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nini = base.ini\n', '/srv/base.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
+    (['uwsgi', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
+    (['uwsgi', '--ini', 'gone.ini'], {}, {}, None),
+    (['uwsgi', '--yaml', 'app.yml'], {}, {}, None),
+    (['uwsgi', '--http-socket', ':80'], {}, {}, False),
+])
+def test_lazy_apps_declared(cmdline, environ, texts, expected):
+    assert _uwsgi.lazy_apps_declared(cmdline, environ, '/srv', files(texts)) is expected
+
+
+# ------------------------------------------------------------------ the proof
+
+def test_tracker_done_only_when_every_worker_is_new_and_accepting():
+    tracker = _uwsgi.ReloadTracker(BEFORE)
+    midway = doc(worker(1, 201, respawn_count=2), worker(2, 202, accepting=0, apps=0, respawn_count=2),
+                 worker(3, 103), worker(4, 104))
+    assert tracker.observe(midway, draining={2}) == ('waiting', None)
+    assert tracker.pending == [2, 3, 4]
+    assert tracker.min_accepting == 3
+    done = doc(*(worker(i, 200 + i, respawn_count=2) for i in range(1, 5)))
+    assert tracker.observe(done) == ('done', None)
+
+
+def test_tracker_counts_draining_workers_as_unavailable():
+    tracker = _uwsgi.ReloadTracker(BEFORE)
+    tracker.observe(BEFORE, draining={1, 2})
+    assert tracker.min_accepting == 2
+
+
+def test_tracker_flags_new_worker_without_app():
+    tracker = _uwsgi.ReloadTracker(BEFORE)
+    broken = doc(worker(1, 201, accepting=1, apps=0, respawn_count=2), worker(2, 102), worker(3, 103), worker(4, 104))
+    verdict, message = tracker.observe(broken)
+    assert verdict == 'broken'
+    assert 'worker 1 (pid 201) respawned without an application (respawn_count 2)' in message
+
+
+def test_tracker_ignores_loading_worker_and_empty_slot():
+    tracker = _uwsgi.ReloadTracker(BEFORE)
+    # Between death and respawn the slot shows pid 0 with stale flags; while loading, accepting is 0.
+    assert tracker.observe(doc(worker(1, 0, accepting=1, apps=0), worker(2, 102), worker(3, 103), worker(4, 104)))[0] == 'waiting'
+    assert tracker.observe(doc(worker(1, 201, accepting=0, apps=0, respawn_count=2), worker(2, 102), worker(3, 103), worker(4, 104)))[0] == 'waiting'
+
+
+def test_tracker_flags_crash_loop():
+    tracker = _uwsgi.ReloadTracker(BEFORE)
+    looping = doc(worker(1, 0, accepting=0, apps=0, respawn_count=5), worker(2, 102), worker(3, 103), worker(4, 104))
+    verdict, message = tracker.observe(looping)
+    assert verdict == 'broken'
+    assert 'worker 1 keeps respawning: respawn_count 5' in message
+
+
+def test_tracker_rebases_respawn_counts_after_master_reexec():
+    before = doc(*(worker(i, 100 + i, respawn_count=7) for i in range(1, 5)))
+    tracker = _uwsgi.ReloadTracker(before)
+    after = doc(*(worker(i, 300 + i, respawn_count=1) for i in range(1, 5)))
+    assert tracker.observe(after) == ('done', None)
+
+
+def test_tracker_describes_what_is_missing():
+    tracker = _uwsgi.ReloadTracker(BEFORE)
+    snapshot = doc(worker(1, 201, accepting=0, apps=0, respawn_count=2), worker(2, 0), worker(3, 103, status='busy'),
+                   worker(4, 204, respawn_count=2))
+    tracker.observe(snapshot)
+    text = tracker.describe_pending(snapshot)
+    assert 'worker 1 has new pid 201, not accepting yet' in text
+    assert 'worker 2 is not running' in text
+    assert 'worker 3 still runs the old pid 103 (status busy)' in text
+    assert 'worker 4' not in text

@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import signal
+
+import pytest
+
+from ansible_collections.graceful.wsgi.plugins.modules import uwsgi_reload
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
+from ansible_collections.graceful.wsgi.plugins.module_utils._proc import ProcessInfo
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
+    AnsibleExitJson, AnsibleFailJson, set_module_args)
+
+MASTER = 100
+UWSGI_ARGV = ['/venv/bin/uwsgi', '--ini', '/srv/app/uwsgi.ini']
+
+
+class FakeInstance:
+    """A uWSGI instance as the module sees it: stats documents, /proc entries, signals.
+
+    A worker told to stop (SIGHUP, FIFO command) goes through the states uWSGI shows:
+    old pid -> pid 0 -> new pid loading (accepting 0) -> new pid accepting, one state per stats read.
+    """
+
+    def __init__(self, workers=4, broken=False, lazy=True):
+        self.workers = dict((i, {'pid': MASTER + i, 'phase': None, 'respawns': 1}) for i in range(1, workers + 1))
+        self.next_pid = 500
+        self.broken = broken
+        self.lazy = lazy
+        self.kills = []
+        self.reads = 0
+        self.alive = True
+        self.fifo_commands = []
+
+    def document(self):
+        self.reads += 1
+        workers = []
+        for wid, state in sorted(self.workers.items()):
+            self.advance(state)
+            loading = state['phase'] == 'loading'
+            has_app = not loading and not (self.broken and state['pid'] >= 500)
+            workers.append({'id': wid, 'pid': state['pid'], 'accepting': 0 if loading else 1, 'requests': 0,
+                            'status': 'idle', 'respawn_count': state['respawns'], 'last_spawn': 0,
+                            'apps': [{'mountpoint': ''}] if has_app else []})
+        return {'pid': MASTER, 'version': '2.0.31', 'workers': workers}
+
+    def advance(self, state):
+        phase = state['phase']
+        if phase == 'stopping':
+            state.update(pid=0, phase='dead')
+        elif phase == 'dead':
+            state.update(pid=self.next_pid, phase='loading', respawns=state['respawns'] + 1)
+            self.next_pid += 1
+        elif phase == 'loading':
+            state['phase'] = None
+
+    def read_stats(self, address, timeout=2.0):
+        if not self.alive:
+            raise _uwsgi.UwsgiError('stats=%s: no such socket' % address[1])
+        return self.document()
+
+    def stop_worker(self, pid):
+        for state in self.workers.values():
+            if state['pid'] == pid:
+                state['phase'] = 'stopping'
+
+    def kill(self, pid, sig):
+        self.kills.append((pid, sig))
+        if pid == MASTER:
+            for state in self.workers.values():
+                state['phase'] = 'stopping'
+        else:
+            self.stop_worker(pid)
+
+    def read_process(self, pid, proc_root='/proc'):
+        if pid == MASTER and self.alive:
+            return ProcessInfo(pid, 1, 'S', UWSGI_ARGV, 'uwsgi')
+        if any(s['pid'] == pid for s in self.workers.values()) and self.alive:
+            return ProcessInfo(pid, MASTER, 'S', UWSGI_ARGV, 'uwsgi')
+        if pid == 4242:
+            return ProcessInfo(pid, 1, 'S', ['/usr/sbin/sshd', '-D'], 'sshd')
+        return None
+
+    def fifo_command(self, path, command):
+        self.fifo_commands.append(command)
+        if command in ('c', 'w', 'r', 'R'):
+            for state in self.workers.values():
+                state['phase'] = 'stopping'
+
+
+@pytest.fixture
+def instance(monkeypatch, tmp_path):
+    fake = FakeInstance()
+    monkeypatch.setattr(_uwsgi, 'read_stats', fake.read_stats)
+    monkeypatch.setattr(_uwsgi, 'fifo_command', fake.fifo_command)
+    monkeypatch.setattr(uwsgi_reload._proc, 'read_process', fake.read_process)
+    monkeypatch.setattr(uwsgi_reload._proc, 'is_alive', lambda pid: fake.read_process(pid) is not None)
+    monkeypatch.setattr(uwsgi_reload._proc, 'read_link', lambda pid, name: None)
+    monkeypatch.setattr(uwsgi_reload._proc, 'read_environ', lambda pid: {})
+    monkeypatch.setattr(uwsgi_reload._proc, 'read_text',
+                        lambda path: '[uwsgi]\nlazy-apps = %s\n' % ('true' if fake.lazy else 'false'))
+    monkeypatch.setattr(uwsgi_reload.os, 'kill', fake.kill)
+    monkeypatch.setattr(uwsgi_reload.time, 'sleep', lambda s: None)
+    fake.fifo = str(tmp_path / 'master.fifo')
+    os.mkfifo(fake.fifo, 0o600)
+    fake.touch = str(tmp_path / 'chain.touch')
+    with open(fake.touch, 'w'):
+        pass
+    fake.pidfile = str(tmp_path / 'uwsgi.pid')
+    with open(fake.pidfile, 'w') as handle:
+        handle.write('%d\n' % MASTER)
+    fake.tmp = tmp_path
+    return fake
+
+
+def run(args):
+    args.setdefault('timeout', 5)
+    with set_module_args(args):
+        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as caught:
+            uwsgi_reload.main()
+    return caught.type, caught.value.args[0]
+
+
+def test_chain_through_fifo_waits_for_every_worker(instance):
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert result['changed'] is True
+    assert instance.fifo_commands == ['c']
+    assert [w['pid'] for w in result['workers_before']] == [101, 102, 103, 104]
+    assert all(w['pid'] >= 500 and w['accepting'] for w in result['workers_after'])
+    assert result['msg'].startswith('chain reload complete: 4 workers replaced')
+    assert instance.kills == []
+
+
+@pytest.mark.parametrize('mode, command', [('graceful', 'r'), ('workers', 'w'), ('brutal', 'R')])
+def test_fifo_modes_send_their_command(instance, mode, command):
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': mode})
+    assert kind is AnsibleExitJson, result['msg']
+    assert instance.fifo_commands == [command]
+    assert result['mode'] == mode
+
+
+def test_rolling_never_exceeds_max_unavailable(instance):
+    in_flight_max = []
+    original_kill = instance.kill
+
+    def kill(pid, sig):
+        original_kill(pid, sig)
+        in_flight_max.append(len([s for s in instance.workers.values() if s['phase'] in ('stopping', 'dead', 'loading')]))
+
+    uwsgi_reload.os.kill = kill
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling', 'max_unavailable': '50%'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert [sig for _pid, sig in instance.kills] == [signal.SIGHUP] * 4
+    assert [pid for pid, _sig in instance.kills] == [101, 102, 103, 104]
+    assert max(in_flight_max) == 2
+    assert result['min_accepting'] == 2
+    assert instance.fifo_commands == []
+
+
+def test_rolling_stops_at_first_broken_worker(instance):
+    instance.broken = True
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling'})
+    assert kind is AnsibleFailJson
+    assert 'worker 1 (pid 500) respawned without an application (respawn_count 2)' in result['msg']
+    assert 'stopped before replacing workers 2, 3, 4' in result['msg']
+    assert [pid for pid, _sig in instance.kills] == [101]
+    assert result['snapshot']['workers'][0]['apps'] == []
+
+
+def test_chain_with_broken_release_fails_fast(instance):
+    instance.broken = True
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'timeout': 300})
+    assert kind is AnsibleFailJson
+    assert result['elapsed'] < 1
+    assert 'respawned without an application' in result['msg']
+    assert instance.reads < 10
+
+
+def test_rolling_refuses_without_lazy_apps(instance):
+    instance.lazy = False
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling'})
+    assert kind is AnsibleFailJson
+    assert 'mode=rolling needs lazy-apps' in result['msg']
+    assert instance.kills == []
+
+
+def test_check_mode_sends_nothing(instance):
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling', '_ansible_check_mode': True})
+    assert kind is AnsibleExitJson
+    assert result['changed'] is True
+    assert result['msg'].startswith('would reload (rolling) via SIGHUP to each worker, at most 1 at a time')
+    assert instance.kills == [] and instance.fifo_commands == []
+
+
+def test_check_mode_still_validates_paths(instance):
+    kind, result = run({'master_fifo': str(instance.tmp / 'missing.fifo'), 'stats': '/run/stats.sock', '_ansible_check_mode': True})
+    assert kind is AnsibleFailJson
+    assert 'master_fifo=%s: does not exist' % (instance.tmp / 'missing.fifo') in result['msg']
+
+
+def test_touch_file_triggers_and_wait_false_returns_at_once(instance):
+    before = os.stat(instance.touch).st_mtime
+    os.utime(instance.touch, (before - 100, before - 100))
+    kind, result = run({'touch_file': instance.touch, 'wait': False})
+    assert kind is AnsibleExitJson
+    assert os.stat(instance.touch).st_mtime > before - 100
+    assert 'not waiting for proof' in result['msg']
+    assert instance.reads == 0
+
+
+def test_pidfile_graceful_signals_the_proven_master(instance):
+    kind, result = run({'pidfile': instance.pidfile, 'stats': '/run/stats.sock', 'mode': 'graceful'})
+    assert kind is AnsibleExitJson
+    assert instance.kills == [(MASTER, signal.SIGHUP)]
+
+
+def test_pidfile_naming_another_program_is_never_signalled(instance):
+    with open(instance.pidfile, 'w') as handle:
+        handle.write('4242\n')
+    kind, result = run({'pidfile': instance.pidfile, 'mode': 'graceful', 'wait': False})
+    assert kind is AnsibleFailJson
+    assert 'names pid 4242 (/usr/sbin/sshd -D), which is not a uWSGI process' in result['msg']
+    assert instance.kills == []
+
+
+def test_pidfile_disagreeing_with_stats_fails(instance):
+    with open(instance.pidfile, 'w') as handle:
+        handle.write('4242\n')
+    kind, result = run({'pidfile': instance.pidfile, 'stats': '/run/stats.sock', 'mode': 'graceful'})
+    assert kind is AnsibleFailJson
+    assert 'names pid 4242, but the master answering stats=/run/stats.sock is pid 100' in result['msg']
+    assert instance.kills == []
+
+
+def test_stale_pidfile_fails(instance):
+    with open(instance.pidfile, 'w') as handle:
+        handle.write('77777\n')
+    kind, result = run({'pidfile': instance.pidfile, 'mode': 'graceful', 'wait': False})
+    assert kind is AnsibleFailJson
+    assert 'names pid 77777, which is not running (stale pidfile)' in result['msg']
+
+
+def test_master_death_fails_at_once(instance):
+    original = instance.fifo_command
+
+    def die(path, command):
+        original(path, command)
+        instance.alive = False
+
+    _uwsgi.fifo_command = die
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleFailJson
+    assert 'the uWSGI master (pid 100) died during the reload; the instance is down' in result['msg']
+
+
+def test_timeout_names_workers_left_behind(instance):
+    _uwsgi.fifo_command = lambda path, command: None  # the instance ignores the command
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'timeout': 0.01, 'poll_interval': 0.01})
+    assert kind is AnsibleFailJson
+    assert 'chain reload not complete after timeout=0.01s' in result['msg']
+    assert 'worker 1 still runs the old pid 101' in result['msg']
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'stats': '/s'}, 'one of the following is required: master_fifo, touch_file, pidfile'),
+    ({'master_fifo': '/f'}, 'wait is True but all of the following are missing: stats'),
+    ({'touch_file': '/t', 'mode': 'brutal', 'wait': False}, 'mode is brutal but all of the following are missing: master_fifo'),
+    ({'pidfile': '/p', 'mode': 'chain', 'wait': False}, 'mode is chain but any of the following are missing: master_fifo, touch_file'),
+    ({'master_fifo': '/f', 'mode': 'rolling', 'wait': False, 'stats': '/s'}, 'mode=rolling is driven by the module itself'),
+    ({'master_fifo': '/f', 'stats': '/s', 'timeout': 0}, 'timeout=0.0: must be positive'),
+])
+def test_argument_rules(instance, args, message):
+    kind, result = run(args)
+    assert kind is AnsibleFailJson
+    assert message in result['msg']
+
+
+def test_bad_max_unavailable_names_the_option(instance):
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/s', 'mode': 'rolling', 'max_unavailable': 'half'})
+    assert kind is AnsibleFailJson
+    assert 'max_unavailable=half' in result['msg']
+
+
+def test_path_that_is_not_a_fifo(instance):
+    kind, result = run({'master_fifo': instance.touch, 'stats': '/s'})
+    assert kind is AnsibleFailJson
+    assert 'master_fifo=%s: not a FIFO (a regular file)' % instance.touch in result['msg']
