@@ -207,12 +207,7 @@ def fifo_command(path, command):
 
 def check_fifo(path):
     """Raise UwsgiError unless ``path`` is a FIFO this user may write to."""
-    try:
-        mode = os.stat(path).st_mode
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            raise UwsgiError('master_fifo=%s: does not exist (is master-fifo set, and the instance running?)' % path)
-        raise UwsgiError('master_fifo=%s: %s' % (path, exc))
+    mode = _stat_mode('master_fifo', path, 'is master-fifo set, and the instance running?')
     if not stat.S_ISFIFO(mode):
         raise UwsgiError('master_fifo=%s: not a FIFO (%s)' % (path, _file_kind(mode)))
     if not os.access(path, os.W_OK):
@@ -221,12 +216,7 @@ def check_fifo(path):
 
 def check_touch_file(path):
     """Raise UwsgiError unless ``path`` is an existing regular file whose mtime we may change."""
-    try:
-        mode = os.stat(path).st_mode
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            raise UwsgiError('touch_file=%s: does not exist (uWSGI watches an existing file; create it when deploying)' % path)
-        raise UwsgiError('touch_file=%s: %s' % (path, exc))
+    mode = _stat_mode('touch_file', path, 'uWSGI watches an existing file; create it when deploying')
     if not stat.S_ISREG(mode):
         raise UwsgiError('touch_file=%s: not a regular file (%s)' % (path, _file_kind(mode)))
     if not os.access(path, os.W_OK):
@@ -239,6 +229,17 @@ def touch(path):
         os.utime(path, None)
     except (IOError, OSError) as exc:
         raise UwsgiError('touch_file=%s: %s' % (path, exc))
+
+
+def _stat_mode(option, path, missing_hint):
+    try:
+        return os.stat(path).st_mode
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            raise UwsgiError('%s=%s: does not exist (%s)' % (option, path, missing_hint))
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UwsgiError('%s=%s: permission denied (a directory on the way is closed to this user)' % (option, path))
+        raise UwsgiError('%s=%s: %s' % (option, path, exc.strerror or exc))
 
 
 def _file_kind(mode):

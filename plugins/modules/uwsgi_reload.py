@@ -65,7 +65,8 @@ options:
         Needs C(lazy-apps).
       - V(rolling) replaces at most O(max_unavailable) workers at a time by sending SIGHUP to each
         (a worker finishes its requests, then exits; the master respawns it), and signals the next only
-        when the replacements accept. Stops at the first broken replacement. Needs C(lazy-apps) and O(stats).
+        when the replacements accept; idle workers go before busy ones. Stops at the first broken replacement.
+        Needs C(lazy-apps) and O(stats).
       - V(graceful) reloads the whole instance, master included (FIFO C(r), C(touch-reload) or SIGHUP to the
         master); requests wait in the listen queue while no worker runs.
       - V(workers) gracefully reloads all workers at once (FIFO C(w) or C(touch-workers-reload)).
@@ -201,6 +202,7 @@ msg:
   sample: chain reload complete, 4 workers replaced in 2.41s
 '''
 
+import errno
 import os
 import signal
 import time
@@ -253,7 +255,8 @@ def identify_master(params, before):
         try:
             pidfile_pid = _proc.read_pidfile(params['pidfile'])
         except (IOError, OSError) as exc:
-            raise ReloadFailed('pidfile=%s: cannot be read: %s' % (params['pidfile'], exc.strerror or exc))
+            reason = 'permission denied' if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
+            raise ReloadFailed('pidfile=%s: cannot be read: %s' % (params['pidfile'], reason))
         except ValueError as exc:
             raise ReloadFailed('pidfile=%s: %s' % (params['pidfile'], exc))
         if stats_pid and pidfile_pid != stats_pid:
@@ -375,6 +378,8 @@ class Waiter:
     def replace_next(self, document):
         in_flight = [wid for wid in self.signalled if wid in self.tracker.pending]
         by_id = dict((w.get('id'), w) for w in document.get('workers', []))
+        # Idle workers first: they exit at once, while a busy one holds its slot until its requests end.
+        self.queue.sort(key=lambda wid: (by_id.get(wid, {}).get('status') == 'busy', wid))
         while self.queue and len(in_flight) < self.batch:
             wid = self.queue.pop(0)
             worker = by_id.get(wid, {})

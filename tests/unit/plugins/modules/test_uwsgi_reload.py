@@ -292,3 +292,19 @@ def test_path_that_is_not_a_fifo(instance):
     kind, result = run({'master_fifo': instance.touch, 'stats': '/s'})
     assert kind is AnsibleFailJson
     assert 'master_fifo=%s: not a FIFO (a regular file)' % instance.touch in result['msg']
+
+
+def test_rolling_replaces_idle_workers_before_busy_ones(instance):
+    document = instance.document
+
+    def busy_first_two():
+        snapshot = document()
+        for worker in snapshot['workers']:
+            if worker['pid'] in (101, 102):
+                worker['status'] = 'busy'
+        return snapshot
+
+    instance.document = busy_first_two
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert [pid for pid, _sig in instance.kills] == [103, 104, 101, 102]
