@@ -7,7 +7,6 @@ instance (pids, served release, surviving processes), not only the module's answ
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 
@@ -99,8 +98,8 @@ def test_bad_input_fails_fast_and_names_the_path(ansible, uwsgi, tmp_path):
         ({"master_fifo": str(uwsgi.fifo_path), "stats": stats, "mode": "rolling", "max_unavailable": "150%"}, "max_unavailable=150%"),
         ({"pidfile": str(uwsgi.pidfile), "stats": stats, "mode": "chain"}, "mode is chain but any of the following are missing: master_fifo, touch_file"),
     ]
-    outcomes = ansible.run_tasks([{"graceful.wsgi.uwsgi_reload": args} for args, _ in cases])
     pids_before = {w["pid"] for w in uwsgi.workers()}
+    outcomes = ansible.run_tasks([{"graceful.wsgi.uwsgi_reload": args} for args, _expected in cases])
     for (args, expected), outcome in zip(cases, outcomes):
         assert outcome.get("failed"), (args, outcome)
         assert expected in outcome["msg"], (args, outcome["msg"])
