@@ -14,8 +14,6 @@ COLLECTION_LINK := $(BUILD)/collections/ansible_collections/graceful/wsgi
 SANITY_TOP := $(or $(TMPDIR),/tmp)/graceful-wsgi-sanity-$(shell echo $(CURDIR) | sha256sum | cut -c1-8)
 SANITY_ROOT := $(SANITY_TOP)/ansible_collections/graceful/wsgi
 STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha256sum | cut -c1-12)
-# Older ansible-core releases we support on the controller, tested against the same real uWSGI.
-COMPAT_CORES := 2.17.14 2.18.12
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
@@ -71,14 +69,13 @@ integration: venv
 	$(PYTEST) -q -rA --timeout 600 tests/support_selftest tests/integration
 
 compat: deps
-	@for core in $(COMPAT_CORES); do \
-	  venv=$(BUILD)/venv-core-$$core; \
+	@for lock in requirements/core-*.txt; do \
+	  core=$$(basename $$lock .txt); venv=$(BUILD)/venv-$$core-$$(sha256sum $$lock | cut -c1-8); \
 	  if [ ! -x $$venv/bin/ansible ]; then \
-	    $(PYTHON) -m venv $$venv && \
-	    $$venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/dev.txt \
-	      ansible-core==$$core pytest pytest-timeout uWSGI PyYAML; \
+	    rm -rf $(BUILD)/venv-$$core-* && $(PYTHON) -m venv $$venv && \
+	    $$venv/bin/python -m pip install --quiet --disable-pip-version-check -r $$lock; \
 	  fi; \
-	  echo "== ansible-core $$core: unit tests and real-uWSGI integration subset"; \
+	  echo "== $$core: unit tests and the real-uWSGI integration subset"; \
 	  PYTHONPATH=$(BUILD)/collections $$venv/bin/python -m pytest -p no:cacheprovider -q tests/unit; \
 	  $$venv/bin/python -m pytest -p no:cacheprovider -q --timeout 600 tests/integration \
 	    -k "chain-fifo or rolling-2 or bad_input or broken_worker or info_reports"; \

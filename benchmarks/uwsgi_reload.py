@@ -1,0 +1,852 @@
+#!/usr/bin/env python3
+"""Benchmark graceful.wsgi.uwsgi_reload against uWSGI's own touch-chain-reload.
+
+One uWSGI instance (4 processes x 2 threads, lazy-apps, a slow app import) is
+kept under HTTP load - fast requests plus slow ones always in flight - for the
+whole run, and reloaded round after round by three mechanisms in turn:
+
+  native      touch the instance's touch-chain-reload file (``os.utime``)
+  chain       the module with ``mode: chain`` through the master FIFO
+  rolling2    the module with ``mode: rolling, max_unavailable: 2``
+
+Each reload ships a new release. Nothing the module reports is trusted for
+the figures except its trigger and completion times: a thread of this script
+polls the stats socket every 10 ms and the load generator records every HTTP
+response, and the figures come from those.
+
+Usage (from the repository root, with the venv's python):
+
+    python benchmarks/uwsgi_reload.py [--rounds N] [--json PATH]
+
+The script reports and does not judge: it exits 0 whatever the figures, and
+non-zero only when a reload did not complete or the instance broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.loadgen import LoadGenerator, LoadResult  # noqa: E402
+from tests.support.uwsgi_instance import UwsgiInstance, poll_until  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+PROCESSES = 4
+THREADS = 2
+FAST_CONCURRENCY = 10
+ROLLING_BATCH = 2
+
+OBSERVER_INTERVAL = 0.01
+CLIENT_WINDOW = 0.2
+# Failures are counted a little beyond the reload window: a connection refused
+# just before the observer saw the trigger's effect still belongs to the reload.
+WINDOW_MARGIN = 0.5
+WARMUP_REQUESTS = 300
+
+TARGET_CHAIN_RATIO = 1.1
+TARGET_ROLLING_RATIO = 0.55
+TARGET_DETECTION_LAG = 0.3
+
+# Beyond the module's own timeout: ansible-playbook start-up on a loaded host.
+PLAYBOOK_OVERHEAD_BOUND = 120.0
+BUILD_TIMEOUT = 180.0
+FORKBOMB_MARKER = b"respawning too fast"
+
+
+class BenchmarkError(RuntimeError):
+    """A reload did not complete or the instance broke: the run is invalid."""
+
+
+class Mechanism(NamedTuple):
+    key: str
+    label: str
+    module_args: dict[str, Any] | None  # None: uWSGI's own touch-chain-reload
+
+
+MECHANISMS: tuple[Mechanism, ...] = (
+    Mechanism("native", "native touch-chain", None),
+    Mechanism("chain", "module chain", {"mode": "chain"}),
+    Mechanism(
+        "rolling2",
+        f"module rolling({ROLLING_BATCH})",
+        {"mode": "rolling", "max_unavailable": ROLLING_BATCH},
+    ),
+)
+
+
+def epoch_to_monotonic(epoch: float) -> float:
+    # The module runs in another process, but on the same host both clocks
+    # are shared, so one offset read here converts its epoch stamps.
+    return epoch - (time.time() - time.monotonic())
+
+
+# -- independent observer of the stats socket ----------------------------------
+
+
+class WorkerState(NamedTuple):
+    wid: int
+    pid: int
+    accepting: bool
+    has_apps: bool
+
+    @property
+    def serving(self) -> bool:
+        return self.pid > 0 and self.accepting and self.has_apps
+
+
+State = tuple[WorkerState, ...]
+
+
+def describe_state(state: State | None) -> str:
+    if state is None:
+        return "no stats sample"
+    return "; ".join(
+        f"#{w.wid} pid={w.pid} accepting={int(w.accepting)} apps={int(w.has_apps)}"
+        for w in state
+    )
+
+
+class StatsObserver:
+    """Polls the stats socket at a fixed rate and keeps every state change.
+
+    Only changes are stored, each stamped with the monotonic time of the poll
+    that first showed it, so "when did the observer first see X" is a lookup.
+    """
+
+    def __init__(self, instance: UwsgiInstance, interval: float = OBSERVER_INTERVAL):
+        self._instance = instance
+        self._interval = interval
+        self._cond = threading.Condition()
+        self._times: list[float] = []
+        self._states: list[State] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="stats-observer", daemon=True
+        )
+        self.polls = 0
+        self.errors = 0
+        self.crash: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        try:
+            next_poll = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    workers = self._instance.workers()
+                except (OSError, ValueError, KeyError):
+                    workers = None
+                seen = time.monotonic()
+                with self._cond:
+                    self.polls += 1
+                    if workers is None:
+                        self.errors += 1
+                    else:
+                        state = tuple(
+                            sorted(
+                                WorkerState(
+                                    int(w.get("id", 0)),
+                                    int(w.get("pid", 0)),
+                                    w.get("accepting") == 1,
+                                    bool(w.get("apps")),
+                                )
+                                for w in workers
+                            )
+                        )
+                        if not self._states or state != self._states[-1]:
+                            self._times.append(seen)
+                            self._states.append(state)
+                    self._cond.notify_all()
+                # After a stall (the master busy, the GIL held by the load
+                # threads) resume the schedule instead of firing a burst.
+                next_poll = max(next_poll + self._interval, time.monotonic())
+                self._stop.wait(next_poll - time.monotonic())
+        except BaseException as exc:  # reported by check(); a silent observer would fake results
+            self.crash = exc
+            with self._cond:
+                self._cond.notify_all()
+
+    def check(self) -> None:
+        if self.crash is not None:
+            raise BenchmarkError(f"stats observer crashed: {self.crash!r}")
+        if not self._thread.is_alive():
+            raise BenchmarkError("stats observer is not running")
+
+    def state_at(self, t: float) -> State | None:
+        """The state the observer had last seen at monotonic time ``t``."""
+        with self._cond:
+            index = bisect.bisect_right(self._times, t) - 1
+            return self._states[index] if index >= 0 else None
+
+    def latest(self) -> State | None:
+        with self._cond:
+            return self._states[-1] if self._states else None
+
+    def _first_after(self, after: float, predicate: Any) -> float | None:
+        start = bisect.bisect_right(self._times, after)
+        for index in range(start, len(self._times)):
+            if predicate(self._states[index]):
+                return self._times[index]
+        return None
+
+    def first_change(self, after: float, old_pids: frozenset[int]) -> float | None:
+        """When the observer first saw an old worker gone after ``after``."""
+        with self._cond:
+            return self._first_after(
+                after, lambda state: not old_pids <= {w.pid for w in state}
+            )
+
+    def wait_rollover(
+        self, after: float, old_pids: frozenset[int], timeout: float
+    ) -> float:
+        """Time at which the observer first saw every worker on a new pid,
+        accepting with its app loaded (after ``after``); waits up to ``timeout``."""
+
+        def replaced(state: State) -> bool:
+            return len(state) == PROCESSES and all(
+                w.serving and w.pid not in old_pids for w in state
+            )
+
+        found: float | None = None
+
+        def ready() -> bool:
+            nonlocal found
+            found = self._first_after(after, replaced)
+            return found is not None or self.crash is not None
+
+        with self._cond:
+            self._cond.wait_for(ready, timeout)
+        self.check()
+        if found is None:
+            raise BenchmarkError(
+                f"reload not complete {timeout:.0f}s after the trigger: "
+                f"{describe_state(self.latest())}\n{self._instance.log_tail(20)}"
+            )
+        return found
+
+
+# -- the collection, run as users run it ---------------------------------------
+
+
+def _galaxy(*args: str) -> None:
+    command = [str(BIN / "ansible-galaxy"), "collection", *args]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    if completed.returncode != 0:
+        raise BenchmarkError(
+            f"{' '.join(command)} failed:\n{completed.stdout}\n{completed.stderr}"
+        )
+
+
+def install_collection(workdir: Path) -> Path:
+    """Build and install the collection the way users get it, not the working tree."""
+    build_dir = workdir / "build"
+    install_dir = workdir / "collections"
+    build_dir.mkdir(parents=True)
+    _galaxy("build", "--force", "--output-path", str(build_dir), str(REPO_ROOT))
+    tarballs = sorted(build_dir.glob("graceful-wsgi-*.tar.gz"))
+    if len(tarballs) != 1:
+        raise BenchmarkError(f"expected one collection tarball, got {tarballs}")
+    _galaxy("install", "--force", "-p", str(install_dir), str(tarballs[0]))
+    return install_dir
+
+
+class PlaybookRunner:
+    """Runs one module task through ansible-playbook on localhost and returns
+    its registered result, failed or not."""
+
+    def __init__(self, collections: Path, workdir: Path) -> None:
+        self.collections = collections
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.runs = 0
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            ANSIBLE_COLLECTIONS_PATH=str(self.collections),
+            ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
+            ANSIBLE_LOCALHOST_WARNING="False",
+            ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+            ANSIBLE_PIPELINING="True",
+            ANSIBLE_NOCOLOR="True",
+            ANSIBLE_RETRY_FILES_ENABLED="False",
+            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+            ANSIBLE_LOCAL_TEMP=str(self.workdir / "tmp"),
+        )
+        return env
+
+    def run_module(self, module: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.runs += 1
+        results_path = self.workdir / f"result-{self.runs}.json"
+        playbook_path = self.workdir / f"play-{self.runs}.yml"
+        play = [{
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [
+                {"name": f"Run {module}", f"graceful.wsgi.{module}": args,
+                 "register": "outcome", "ignore_errors": True},
+                {"name": "Write the outcome",
+                 "ansible.builtin.copy": {"content": "{{ outcome | to_json }}",
+                                          "dest": str(results_path)}},
+            ],
+        }]
+        # JSON is valid YAML, so the playbook needs no YAML library.
+        playbook_path.write_text(json.dumps(play, indent=2))
+        command = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                   str(playbook_path)]
+        try:
+            completed = subprocess.run(
+                command, env=self._env(), capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchmarkError(f"ansible-playbook still running after {timeout:.0f}s") from exc
+        if completed.returncode != 0 or not results_path.exists():
+            raise BenchmarkError(
+                f"ansible-playbook failed to run:\n{completed.stdout}\n{completed.stderr}"
+            )
+        result: dict[str, Any] = json.loads(results_path.read_text())
+        return result
+
+
+# -- one reload ------------------------------------------------------------------
+
+
+@dataclass
+class ReloadRecord:
+    round: int
+    mechanism: str
+    release: str
+    old_pids: list[int]
+    new_pids: list[int]
+    trigger: float  # monotonic
+    done: float  # monotonic, as seen by the observer
+    first_change: float | None  # observer saw the first old worker gone
+    completed: float | None = None  # module only: its completed_at, monotonic
+    module_elapsed: float | None = None
+    module_min_accepting: int | None = None
+    forkbomb_sleeps: int = 0
+    # Filled in from the load's responses once the load has stopped.
+    requests: int = 0
+    failed: int = 0
+    min_workers_accepting: int | None = None
+    client_windows: list[int] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.done - self.trigger
+
+    @property
+    def detection_lag(self) -> float | None:
+        return None if self.completed is None else self.completed - self.done
+
+    def to_json(self, origin: float) -> dict[str, Any]:
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - origin, 4)
+
+        lag = self.detection_lag
+        return {
+            "round": self.round,
+            "mechanism": self.mechanism,
+            "release": self.release,
+            "seconds": round(self.seconds, 4),
+            "detection_lag": None if lag is None else round(lag, 4),
+            "failed": self.failed,
+            "requests_in_window": self.requests,
+            "min_workers_accepting": self.min_workers_accepting,
+            "client_windows": self.client_windows,
+            "module_elapsed": self.module_elapsed,
+            "module_min_accepting": self.module_min_accepting,
+            "forkbomb_sleeps": self.forkbomb_sleeps,
+            # Seconds since the load started, to line reloads up with each other.
+            "trigger_at": rel(self.trigger),
+            "first_change_at": rel(self.first_change),
+            "done_at": rel(self.done),
+            "completed_at": rel(self.completed),
+            "old_pids": self.old_pids,
+            "new_pids": self.new_pids,
+        }
+
+
+def serving_pids(state: State | None, what: str) -> frozenset[int]:
+    """Pids of a healthy instance, or BenchmarkError: every reload must start
+    from all workers serving, or its figures mean nothing."""
+    if (
+        state is None
+        or len(state) != PROCESSES
+        or not all(w.serving for w in state)
+    ):
+        raise BenchmarkError(f"instance not healthy {what}: {describe_state(state)}")
+    return frozenset(w.pid for w in state)
+
+
+def touch_chain_file(path: Path) -> float:
+    """Touch ``path`` so uWSGI notices; return the monotonic time of the touch.
+
+    uWSGI only reacts when st_mtime grows in whole seconds, so a touch in the
+    same second as the previous one would be ignored.
+    """
+    poll_until(
+        lambda: int(time.time()) > int(path.stat().st_mtime),
+        2.0,
+        f"a new second on the clock for {path}",
+        interval=0.01,
+    )
+    trigger = time.monotonic()
+    os.utime(path)
+    return trigger
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.instance: UwsgiInstance | None = None
+        self.observer: StatsObserver | None = None
+        self.load: LoadGenerator | None = None
+        self.runner: PlaybookRunner | None = None
+        self.records: list[ReloadRecord] = []
+        self.load_result: LoadResult | None = None
+        # Monotonic bounds of the measured part of the load (warm-up excluded).
+        self.measured_from = 0.0
+        self.measured_until = 0.0
+
+    # Each step is bounded; this is the load's own safety bound, generous
+    # enough never to end a healthy run.
+    def _load_bound(self) -> float:
+        per_reload = (
+            self.args.reload_timeout + PLAYBOOK_OVERHEAD_BOUND + self.args.pause + 30.0
+        )
+        return 120.0 + self.args.rounds * len(MECHANISMS) * per_reload
+
+    def run(self) -> None:
+        args = self.args
+        print("building and installing the collection ...", flush=True)
+        self.runner = PlaybookRunner(install_collection(self.workdir), self.workdir / "ansible")
+
+        self.instance = instance = UwsgiInstance(
+            self.workdir / "instance",
+            processes=PROCESSES,
+            threads=THREADS,
+            lazy_apps=True,
+            import_delay=args.import_delay,
+            release="r0-start",
+        )
+        instance.start(timeout=30.0 + 4 * args.import_delay)
+        self.observer = StatsObserver(instance)
+        self.observer.start()
+        self.load = LoadGenerator(
+            instance.base_url,
+            concurrency=FAST_CONCURRENCY,
+            slow_clients=args.slow_clients,
+            slow_seconds=args.slow_seconds,
+            min_requests=0,
+            max_requests=50_000_000,
+            max_seconds=self._load_bound(),
+        )
+        load_started = time.monotonic()
+        self.load.start()
+        # Warm up until fast traffic flows and the first slow requests have
+        # been replaced, so slow requests are in flight at random phases.
+        poll_until(
+            lambda: sum(w["requests"] for w in instance.workers()) >= WARMUP_REQUESTS
+            and time.monotonic() - load_started > args.slow_seconds + 0.5,
+            30.0 + args.slow_seconds,
+            "warm-up traffic",
+        )
+        self.measured_from = time.monotonic()
+        print(
+            f"uWSGI on {instance.base_url}: {PROCESSES} processes x {THREADS} threads,"
+            f" lazy-apps, import {args.import_delay}s; load: {FAST_CONCURRENCY} fast"
+            f" clients + {args.slow_clients} slow ({args.slow_seconds}s)",
+            flush=True,
+        )
+
+        for round_no in range(1, args.rounds + 1):
+            # Rotated each round so no mechanism always follows the same one.
+            shift = (round_no - 1) % len(MECHANISMS)
+            for mechanism in MECHANISMS[shift:] + MECHANISMS[:shift]:
+                record = self._reload(round_no, mechanism)
+                self.records.append(record)
+                lag = record.detection_lag
+                print(
+                    f"  round {round_no} {mechanism.label:<20} {record.seconds:6.2f}s"
+                    + ("" if lag is None else f"  detection lag {lag * 1000:5.0f}ms")
+                    + (f"  [uWSGI fork-bomb sleep x{record.forkbomb_sleeps}]"
+                       if record.forkbomb_sleeps else ""),
+                    flush=True,
+                )
+
+        self.measured_until = time.monotonic()
+        self.load_result = self.load.stop()
+        self.observer.check()
+        self.observer.stop()
+        if self.load_result.end_reason != "stop":
+            raise BenchmarkError(
+                f"the load ended by {self.load_result.end_reason} before the benchmark did"
+            )
+        if not instance.running:
+            raise BenchmarkError(f"uWSGI exited during the run\n{instance.log_tail()}")
+        analyse(self.records, self.load_result)
+
+    def _reload(self, round_no: int, mechanism: Mechanism) -> ReloadRecord:
+        args = self.args
+        instance, observer, runner = self.instance, self.observer, self.runner
+        assert instance is not None and observer is not None and runner is not None
+        observer.check()
+        if not instance.running:
+            raise BenchmarkError(f"uWSGI is not running\n{instance.log_tail()}")
+        serving_pids(observer.latest(), "before the reload")
+
+        release = f"r{round_no}-{mechanism.key}"
+        instance.set_release(release)
+        log_offset = instance.log_path.stat().st_size
+        completed: float | None = None
+        module_result: dict[str, Any] = {}
+
+        if mechanism.module_args is None:
+            trigger = touch_chain_file(instance.touch_chain_path)
+        else:
+            module_args = {
+                "master_fifo": str(instance.fifo_path),
+                "stats": str(instance.stats_path),
+                "timeout": args.reload_timeout,
+                **mechanism.module_args,
+            }
+            module_result = runner.run_module(
+                "uwsgi_reload", module_args, args.reload_timeout + PLAYBOOK_OVERHEAD_BOUND
+            )
+            if module_result.get("failed") or "completed_at" not in module_result:
+                raise BenchmarkError(
+                    f"{mechanism.label} failed: {module_result.get('msg')}\n"
+                    f"{instance.log_tail(20)}"
+                )
+            completed = epoch_to_monotonic(float(module_result["completed_at"]))
+            trigger = completed - float(module_result["elapsed"])
+
+        old_pids = serving_pids(observer.state_at(trigger), "at the trigger")
+        if module_result:
+            module_before = {int(w["pid"]) for w in module_result.get("workers_before", [])}
+            if module_before != old_pids:
+                raise BenchmarkError(
+                    f"workers changed outside the reload: the module saw {sorted(module_before)},"
+                    f" the observer {sorted(old_pids)}"
+                )
+        # A module run has already proven completion, so the observer only
+        # needs a moment to catch up; a native reload is waited for here.
+        remaining = args.reload_timeout - (time.monotonic() - trigger)
+        done = observer.wait_rollover(trigger, old_pids, max(remaining, 5.0))
+        new_state = observer.state_at(done)
+        new_pids = serving_pids(new_state, "after the reload")
+
+        # Proof of the new code, from HTTP: the stats cannot tell what a worker imported.
+        instance.wait_all_workers_serving(release, timeout=30.0, replaced_pids=old_pids)
+
+        # Lets uWSGI's fork-bomb counter reset: it sleeps forkbomb-delay (2 s)
+        # once more than `processes` respawns follow each other within ~1 s,
+        # and one reload's last respawn is ~import_delay before it completes.
+        time.sleep(args.pause)
+        with open(instance.log_path, "rb") as log:
+            log.seek(log_offset)
+            forkbomb_sleeps = log.read().count(FORKBOMB_MARKER)
+
+        return ReloadRecord(
+            round=round_no,
+            mechanism=mechanism.key,
+            release=release,
+            old_pids=sorted(old_pids),
+            new_pids=sorted(new_pids),
+            trigger=trigger,
+            done=done,
+            first_change=observer.first_change(trigger, old_pids),
+            completed=completed,
+            module_elapsed=module_result.get("elapsed"),
+            module_min_accepting=module_result.get("min_accepting"),
+            forkbomb_sleeps=forkbomb_sleeps,
+        )
+
+    def close(self) -> None:
+        if self.load is not None and self.load_result is None:
+            try:
+                self.load_result = self.load.stop()
+            except RuntimeError as exc:
+                print(f"warning: {exc}", file=sys.stderr)
+        if self.observer is not None:
+            self.observer.stop()
+        if self.instance is not None:
+            self.instance.stop()
+
+
+# -- analysis ----------------------------------------------------------------------
+
+
+def distinct_pids_per_window(
+    starts: Sequence[float], pids: Sequence[int], begin: float, end: float
+) -> list[int]:
+    """Distinct worker pids that served a fast request started in each full
+    CLIENT_WINDOW between ``begin`` and ``end`` (a partial tail is dropped:
+    too short to give every accepting worker its share of requests)."""
+    counts = []
+    windows = max(1, math.floor((end - begin) / CLIENT_WINDOW))
+    for k in range(windows):
+        lo = bisect.bisect_left(starts, begin + k * CLIENT_WINDOW)
+        hi = bisect.bisect_left(starts, begin + (k + 1) * CLIENT_WINDOW)
+        counts.append(len(set(pids[lo:hi])))
+    return counts
+
+
+def analyse(records: list[ReloadRecord], load: LoadResult) -> None:
+    fast = [r for r in load.responses if r.kind == "fast" and r.ok and r.pid is not None]
+    starts = [r.t_start for r in fast]  # already ordered: LoadResult sorts by t_start
+    pids = [r.pid for r in fast if r.pid is not None]
+    for record in records:
+        lo, hi = record.trigger - WINDOW_MARGIN, record.done + WINDOW_MARGIN
+        overlapping = [r for r in load.responses if r.t_start <= hi and r.t_end >= lo]
+        record.requests = len(overlapping)
+        record.failed = sum(1 for r in overlapping if not r.ok)
+        record.client_windows = distinct_pids_per_window(
+            starts, pids, record.trigger, record.done
+        )
+        record.min_workers_accepting = min(record.client_windows)
+
+
+def steady_state_min(
+    records: list[ReloadRecord], load: LoadResult, begin: float, end: float
+) -> int | None:
+    """The same client-side count between reloads (from ``begin`` to ``end``):
+    what "every worker accepting" looks like from the client under this load."""
+    fast = [r for r in load.responses if r.kind == "fast" and r.ok and r.pid is not None]
+    starts = [r.t_start for r in fast]
+    pids = [r.pid for r in fast if r.pid is not None]
+    edges = [begin]
+    for record in sorted(records, key=lambda r: r.trigger):
+        edges += [record.trigger - WINDOW_MARGIN, record.done + WINDOW_MARGIN]
+    edges.append(end)
+    minima = [
+        min(distinct_pids_per_window(starts, pids, quiet_begin, quiet_end))
+        for quiet_begin, quiet_end in zip(edges[::2], edges[1::2])
+        if quiet_end - quiet_begin >= CLIENT_WINDOW
+    ]
+    return min(minima) if minima else None
+
+
+# -- report ------------------------------------------------------------------------
+
+
+def json_safe(value: Any) -> Any:
+    """NaN is not JSON; a figure that could not be computed is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _median(values: Iterable[float]) -> float:
+    values = list(values)
+    return statistics.median(values) if values else math.nan
+
+
+def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
+    for mechanism in MECHANISMS:
+        mine = [r for r in records if r.mechanism == mechanism.key]
+        seconds = [r.seconds for r in mine]
+        lags = [r.detection_lag for r in mine if r.detection_lag is not None]
+        summary[mechanism.key] = {
+            "label": mechanism.label,
+            "reloads": len(mine),
+            "seconds_median": _median(seconds),
+            "seconds_min": min(seconds, default=math.nan),
+            "seconds_max": max(seconds, default=math.nan),
+            "failed": sum(r.failed for r in mine),
+            "min_workers_accepting": min(
+                (r.min_workers_accepting for r in mine if r.min_workers_accepting is not None),
+                default=None,
+            ),
+            "detection_lag_median": _median(lags) if lags else None,
+            "detection_lag_max": max(lags) if lags else None,
+            "forkbomb_sleeps": sum(r.forkbomb_sleeps for r in mine),
+        }
+    return summary
+
+
+def verdicts(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    native = summary["native"]["seconds_median"]
+    lags = [
+        s["detection_lag_max"] for s in summary.values() if s["detection_lag_max"] is not None
+    ]
+    rows = [
+        ("chain/native", summary["chain"]["seconds_median"] / native, TARGET_CHAIN_RATIO, ""),
+        (f"rolling({ROLLING_BATCH})/native", summary["rolling2"]["seconds_median"] / native,
+         TARGET_ROLLING_RATIO, ""),
+        ("detection lag (max)", max(lags) if lags else math.nan, TARGET_DETECTION_LAG, "s"),
+    ]
+    return [
+        {"name": name, "value": value, "target": target, "unit": unit,
+         "pass": bool(value <= target)}
+        for name, value, target, unit in rows
+    ]
+
+
+def print_report(
+    summary: dict[str, dict[str, Any]],
+    checks: list[dict[str, Any]],
+    load: LoadResult,
+    steady_min: int | None,
+    runtime: float,
+) -> None:
+    header = (
+        f"{'mechanism':<20} {'n':>2}  {'seconds median (min-max)':<26}{'failed':>7}"
+        f"  {'min accepting':>13}  {'detection lag med/max':>22}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for row in summary.values():
+        seconds = (
+            f"{row['seconds_median']:.2f} ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
+        )
+        lag = (
+            "-"
+            if row["detection_lag_median"] is None
+            else f"{row['detection_lag_median'] * 1000:.0f}/{row['detection_lag_max'] * 1000:.0f} ms"
+        )
+        accepting = "-" if row["min_workers_accepting"] is None else row["min_workers_accepting"]
+        print(
+            f"{row['label']:<20} {row['reloads']:>2}  {seconds:<26}{row['failed']:>7}"
+            f"  {accepting:>13}  {lag:>22}"
+        )
+    print()
+    for check in checks:
+        value = f"{check['value']:.2f}{check['unit']}"
+        target = f"<= {check['target']:.2f}{check['unit']}"
+        print(f"{check['name']:<22} {value:>8}   target {target:<9} {'PASS' if check['pass'] else 'MISS'}")
+    print()
+    print(
+        f"load: {load.total} requests ({load.fast_total} fast, {load.slow_total} slow),"
+        f" failed {load.failed}, {load.requests_per_second:.0f} req/s over {load.duration:.1f}s"
+    )
+    print(
+        f"client-side workers per {CLIENT_WINDOW * 1000:.0f} ms window outside reloads:"
+        f" min {steady_min if steady_min is not None else '-'} of {PROCESSES}"
+    )
+    sleeps = sum(row["forkbomb_sleeps"] for row in summary.values())
+    if sleeps:
+        print(f"note: uWSGI's fork-bomb protection slept {sleeps} time(s); see per-round lines")
+    print(f"total runtime: {runtime:.1f}s")
+
+
+# -- entry point -------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three reloads (default 3)")
+    parser.add_argument("--json", type=Path, help="write the raw per-reload figures here")
+    parser.add_argument("--import-delay", type=float, default=1.0,
+                        help="seconds the app takes to import in each new worker (default 1.0)")
+    parser.add_argument("--slow-clients", type=int, default=4,
+                        help="clients keeping a slow request in flight (default 4)")
+    parser.add_argument("--slow-seconds", type=float, default=2.0,
+                        help="duration of a slow request (default 2.0)")
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds between reloads, to keep clear of uWSGI's fork-bomb"
+                             " protection (default 2.0)")
+    parser.add_argument("--reload-timeout", type=float, default=60.0,
+                        help="seconds one reload may take before the run fails (default 60)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if args.import_delay < 0 or args.slow_seconds <= 0 or args.pause < 0:
+        parser.error("--import-delay and --pause must be >= 0, --slow-seconds > 0")
+    if args.slow_clients < 0:
+        parser.error("--slow-clients must be >= 0")
+    if args.reload_timeout <= 0:
+        parser.error("--reload-timeout must be > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="uwsgi-reload-bench-"))
+    bench = Bench(args, workdir)
+    try:
+        bench.run()
+    except (BenchmarkError, TimeoutError, subprocess.SubprocessError) as exc:
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        print(f"(work directory kept: {workdir})", file=sys.stderr)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        print(f"(work directory kept: {workdir})", file=sys.stderr)
+        return 1
+    finally:
+        bench.close()
+
+    assert bench.load_result is not None
+    runtime = time.monotonic() - started
+    summary = summarise(bench.records)
+    checks = verdicts(summary)
+    steady_min = steady_state_min(
+        bench.records, bench.load_result, bench.measured_from, bench.measured_until
+    )
+    print_report(summary, checks, bench.load_result, steady_min, runtime)
+    if args.json:
+        load = bench.load_result
+        document = {
+            "config": {
+                "rounds": args.rounds, "processes": PROCESSES, "threads": THREADS,
+                "import_delay": args.import_delay, "fast_clients": FAST_CONCURRENCY,
+                "slow_clients": args.slow_clients, "slow_seconds": args.slow_seconds,
+                "pause": args.pause, "observer_interval": OBSERVER_INTERVAL,
+                "client_window": CLIENT_WINDOW, "window_margin": WINDOW_MARGIN,
+            },
+            "reloads": [r.to_json(load.started_at) for r in bench.records],
+            "summary": summary,
+            "checks": checks,
+            "load": {
+                "requests": load.total, "fast": load.fast_total, "slow": load.slow_total,
+                "failed": load.failed, "requests_per_second": load.requests_per_second,
+                "duration": load.duration, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms,
+                "failures": load.failures[:100],
+            },
+            "steady_state_min_workers_accepting": steady_min,
+            "runtime": runtime,
+        }
+        args.json.write_text(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+        print(f"raw figures written to {args.json}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
