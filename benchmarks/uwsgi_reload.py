@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark graceful.wsgi.uwsgi_reload against uWSGI's own touch-chain-reload.
 
 One uWSGI instance (4 processes x 2 threads, lazy-apps, a slow app import) is
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import json
 import math
 import os
@@ -46,10 +46,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.support.ansible_runner import AnsibleRunError, PlaybookRunner, install_collection  # noqa: E402
 from tests.support.loadgen import LoadGenerator, LoadResult  # noqa: E402
 from tests.support.uwsgi_instance import UwsgiInstance, poll_until  # noqa: E402
 
-BIN = Path(sys.executable).parent
 
 PROCESSES = 4
 THREADS = 2
@@ -69,7 +69,6 @@ TARGET_DETECTION_LAG = 0.3
 
 # Beyond the module's own timeout: ansible-playbook start-up on a loaded host.
 PLAYBOOK_OVERHEAD_BOUND = 120.0
-BUILD_TIMEOUT = 180.0
 FORKBOMB_MARKER = b"respawning too fast"
 
 
@@ -143,7 +142,9 @@ class StatsObserver:
         self._thread = threading.Thread(
             target=self._run, name="stats-observer", daemon=True
         )
-        self.polls = 0
+        # Its timestamps are the benchmark's figures, so its own jitter (the
+        # GIL is shared with the load threads) is reported with them.
+        self._poll_times: list[float] = []
         self.errors = 0
         self.crash: BaseException | None = None
 
@@ -164,7 +165,7 @@ class StatsObserver:
                     workers = None
                 seen = time.monotonic()
                 with self._cond:
-                    self.polls += 1
+                    self._poll_times.append(seen)
                     if workers is None:
                         self.errors += 1
                     else:
@@ -187,7 +188,9 @@ class StatsObserver:
                 # threads) resume the schedule instead of firing a burst.
                 next_poll = max(next_poll + self._interval, time.monotonic())
                 self._stop.wait(next_poll - time.monotonic())
-        except BaseException as exc:  # reported by check(); a silent observer would fake results
+        except (
+            BaseException
+        ) as exc:  # reported by check(); a silent observer would fake results
             self.crash = exc
             with self._cond:
                 self._cond.notify_all()
@@ -197,6 +200,19 @@ class StatsObserver:
             raise BenchmarkError(f"stats observer crashed: {self.crash!r}")
         if not self._thread.is_alive():
             raise BenchmarkError("stats observer is not running")
+
+    @property
+    def polls(self) -> int:
+        return len(self._poll_times)
+
+    def max_gap(self, begin: float = -math.inf, end: float = math.inf) -> float:
+        """Longest time between two polls within [begin, end]: the
+        uncertainty of any time the observer reports there."""
+        with self._cond:
+            lo = max(0, bisect.bisect_left(self._poll_times, begin) - 1)
+            hi = bisect.bisect_right(self._poll_times, end) + 1
+            times = self._poll_times[lo:hi]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
     def state_at(self, t: float) -> State | None:
         """The state the observer had last seen at monotonic time ``t``."""
@@ -251,89 +267,6 @@ class StatsObserver:
         return found
 
 
-# -- the collection, run as users run it ---------------------------------------
-
-
-def _galaxy(*args: str) -> None:
-    command = [str(BIN / "ansible-galaxy"), "collection", *args]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    if completed.returncode != 0:
-        raise BenchmarkError(
-            f"{' '.join(command)} failed:\n{completed.stdout}\n{completed.stderr}"
-        )
-
-
-def install_collection(workdir: Path) -> Path:
-    """Build and install the collection the way users get it, not the working tree."""
-    build_dir = workdir / "build"
-    install_dir = workdir / "collections"
-    build_dir.mkdir(parents=True)
-    _galaxy("build", "--force", "--output-path", str(build_dir), str(REPO_ROOT))
-    tarballs = sorted(build_dir.glob("graceful-wsgi-*.tar.gz"))
-    if len(tarballs) != 1:
-        raise BenchmarkError(f"expected one collection tarball, got {tarballs}")
-    _galaxy("install", "--force", "-p", str(install_dir), str(tarballs[0]))
-    return install_dir
-
-
-class PlaybookRunner:
-    """Runs one module task through ansible-playbook on localhost and returns
-    its registered result, failed or not."""
-
-    def __init__(self, collections: Path, workdir: Path) -> None:
-        self.collections = collections
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.runs = 0
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            ANSIBLE_COLLECTIONS_PATH=str(self.collections),
-            ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
-            ANSIBLE_LOCALHOST_WARNING="False",
-            ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-            ANSIBLE_PIPELINING="True",
-            ANSIBLE_NOCOLOR="True",
-            ANSIBLE_RETRY_FILES_ENABLED="False",
-            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-            ANSIBLE_LOCAL_TEMP=str(self.workdir / "tmp"),
-        )
-        return env
-
-    def run_module(self, module: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
-        self.runs += 1
-        results_path = self.workdir / f"result-{self.runs}.json"
-        playbook_path = self.workdir / f"play-{self.runs}.yml"
-        play = [{
-            "hosts": "localhost",
-            "gather_facts": False,
-            "tasks": [
-                {"name": f"Run {module}", f"graceful.wsgi.{module}": args,
-                 "register": "outcome", "ignore_errors": True},
-                {"name": "Write the outcome",
-                 "ansible.builtin.copy": {"content": "{{ outcome | to_json }}",
-                                          "dest": str(results_path)}},
-            ],
-        }]
-        # JSON is valid YAML, so the playbook needs no YAML library.
-        playbook_path.write_text(json.dumps(play, indent=2))
-        command = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                   str(playbook_path)]
-        try:
-            completed = subprocess.run(
-                command, env=self._env(), capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise BenchmarkError(f"ansible-playbook still running after {timeout:.0f}s") from exc
-        if completed.returncode != 0 or not results_path.exists():
-            raise BenchmarkError(
-                f"ansible-playbook failed to run:\n{completed.stdout}\n{completed.stderr}"
-            )
-        result: dict[str, Any] = json.loads(results_path.read_text())
-        return result
-
-
 # -- one reload ------------------------------------------------------------------
 
 
@@ -351,11 +284,13 @@ class ReloadRecord:
     module_elapsed: float | None = None
     module_min_accepting: int | None = None
     forkbomb_sleeps: int = 0
+    observer_max_gap: float = 0.0
     # Filled in from the load's responses once the load has stopped.
     requests: int = 0
     failed: int = 0
     min_workers_accepting: int | None = None
     client_windows: list[int] = field(default_factory=list)
+    fast_max_latency: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -380,9 +315,11 @@ class ReloadRecord:
             "requests_in_window": self.requests,
             "min_workers_accepting": self.min_workers_accepting,
             "client_windows": self.client_windows,
+            "fast_max_latency": self.fast_max_latency,
             "module_elapsed": self.module_elapsed,
             "module_min_accepting": self.module_min_accepting,
             "forkbomb_sleeps": self.forkbomb_sleeps,
+            "observer_max_gap": round(self.observer_max_gap, 4),
             # Seconds since the load started, to line reloads up with each other.
             "trigger_at": rel(self.trigger),
             "first_change_at": rel(self.first_change),
@@ -396,11 +333,7 @@ class ReloadRecord:
 def serving_pids(state: State | None, what: str) -> frozenset[int]:
     """Pids of a healthy instance, or BenchmarkError: every reload must start
     from all workers serving, or its figures mean nothing."""
-    if (
-        state is None
-        or len(state) != PROCESSES
-        or not all(w.serving for w in state)
-    ):
+    if state is None or len(state) != PROCESSES or not all(w.serving for w in state):
         raise BenchmarkError(f"instance not healthy {what}: {describe_state(state)}")
     return frozenset(w.pid for w in state)
 
@@ -447,7 +380,9 @@ class Bench:
     def run(self) -> None:
         args = self.args
         print("building and installing the collection ...", flush=True)
-        self.runner = PlaybookRunner(install_collection(self.workdir), self.workdir / "ansible")
+        self.runner = PlaybookRunner(
+            install_collection(self.workdir), self.workdir / "ansible"
+        )
 
         self.instance = instance = UwsgiInstance(
             self.workdir / "instance",
@@ -469,6 +404,11 @@ class Bench:
             max_requests=50_000_000,
             max_seconds=self._load_bound(),
         )
+        # The observer and the clients share this process: a full collection
+        # over the hundreds of thousands of recorded responses (>100 ms late in
+        # a run) would freeze both and show up as reload time and latency.
+        # They form no reference cycles, so nothing is lost by not collecting.
+        gc.disable()
         load_started = time.monotonic()
         self.load.start()
         # Warm up until fast traffic flows and the first slow requests have
@@ -497,13 +437,17 @@ class Bench:
                 print(
                     f"  round {round_no} {mechanism.label:<20} {record.seconds:6.2f}s"
                     + ("" if lag is None else f"  detection lag {lag * 1000:5.0f}ms")
-                    + (f"  [uWSGI fork-bomb sleep x{record.forkbomb_sleeps}]"
-                       if record.forkbomb_sleeps else ""),
+                    + (
+                        f"  [uWSGI fork-bomb sleep x{record.forkbomb_sleeps}]"
+                        if record.forkbomb_sleeps
+                        else ""
+                    ),
                     flush=True,
                 )
 
         self.measured_until = time.monotonic()
         self.load_result = self.load.stop()
+        gc.enable()
         self.observer.check()
         self.observer.stop()
         if self.load_result.end_reason != "stop":
@@ -539,7 +483,9 @@ class Bench:
                 **mechanism.module_args,
             }
             module_result = runner.run_module(
-                "uwsgi_reload", module_args, args.reload_timeout + PLAYBOOK_OVERHEAD_BOUND
+                "uwsgi_reload",
+                module_args,
+                timeout=args.reload_timeout + PLAYBOOK_OVERHEAD_BOUND,
             )
             if module_result.get("failed") or "completed_at" not in module_result:
                 raise BenchmarkError(
@@ -551,7 +497,9 @@ class Bench:
 
         old_pids = serving_pids(observer.state_at(trigger), "at the trigger")
         if module_result:
-            module_before = {int(w["pid"]) for w in module_result.get("workers_before", [])}
+            module_before = {
+                int(w["pid"]) for w in module_result.get("workers_before", [])
+            }
             if module_before != old_pids:
                 raise BenchmarkError(
                     f"workers changed outside the reload: the module saw {sorted(module_before)},"
@@ -588,9 +536,11 @@ class Bench:
             module_elapsed=module_result.get("elapsed"),
             module_min_accepting=module_result.get("min_accepting"),
             forkbomb_sleeps=forkbomb_sleeps,
+            observer_max_gap=observer.max_gap(trigger, done),
         )
 
     def close(self) -> None:
+        gc.enable()
         if self.load is not None and self.load_result is None:
             try:
                 self.load_result = self.load.stop()
@@ -620,15 +570,29 @@ def distinct_pids_per_window(
     return counts
 
 
+def fast_served(load: LoadResult) -> tuple[list[float], list[int]]:
+    """Start times and serving pids of successful fast requests, in start order
+    (LoadResult sorts its responses by t_start)."""
+    starts: list[float] = []
+    pids: list[int] = []
+    for r in load.responses:
+        if r.kind == "fast" and r.ok and r.pid is not None:
+            starts.append(r.t_start)
+            pids.append(r.pid)
+    return starts, pids
+
+
 def analyse(records: list[ReloadRecord], load: LoadResult) -> None:
-    fast = [r for r in load.responses if r.kind == "fast" and r.ok and r.pid is not None]
-    starts = [r.t_start for r in fast]  # already ordered: LoadResult sorts by t_start
-    pids = [r.pid for r in fast if r.pid is not None]
+    starts, pids = fast_served(load)
     for record in records:
         lo, hi = record.trigger - WINDOW_MARGIN, record.done + WINDOW_MARGIN
         overlapping = [r for r in load.responses if r.t_start <= hi and r.t_end >= lo]
         record.requests = len(overlapping)
         record.failed = sum(1 for r in overlapping if not r.ok)
+        record.fast_max_latency = max(
+            (round(r.t_end - r.t_start, 4) for r in overlapping if r.kind == "fast"),
+            default=None,
+        )
         record.client_windows = distinct_pids_per_window(
             starts, pids, record.trigger, record.done
         )
@@ -640,9 +604,7 @@ def steady_state_min(
 ) -> int | None:
     """The same client-side count between reloads (from ``begin`` to ``end``):
     what "every worker accepting" looks like from the client under this load."""
-    fast = [r for r in load.responses if r.kind == "fast" and r.ok and r.pid is not None]
-    starts = [r.t_start for r in fast]
-    pids = [r.pid for r in fast if r.pid is not None]
+    starts, pids = fast_served(load)
     edges = [begin]
     for record in sorted(records, key=lambda r: r.trigger):
         edges += [record.trigger - WINDOW_MARGIN, record.done + WINDOW_MARGIN]
@@ -688,7 +650,11 @@ def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
             "seconds_max": max(seconds, default=math.nan),
             "failed": sum(r.failed for r in mine),
             "min_workers_accepting": min(
-                (r.min_workers_accepting for r in mine if r.min_workers_accepting is not None),
+                (
+                    r.min_workers_accepting
+                    for r in mine
+                    if r.min_workers_accepting is not None
+                ),
                 default=None,
             ),
             "detection_lag_median": _median(lags) if lags else None,
@@ -701,17 +667,38 @@ def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
 def verdicts(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     native = summary["native"]["seconds_median"]
     lags = [
-        s["detection_lag_max"] for s in summary.values() if s["detection_lag_max"] is not None
+        s["detection_lag_max"]
+        for s in summary.values()
+        if s["detection_lag_max"] is not None
     ]
     rows = [
-        ("chain/native", summary["chain"]["seconds_median"] / native, TARGET_CHAIN_RATIO, ""),
-        (f"rolling({ROLLING_BATCH})/native", summary["rolling2"]["seconds_median"] / native,
-         TARGET_ROLLING_RATIO, ""),
-        ("detection lag (max)", max(lags) if lags else math.nan, TARGET_DETECTION_LAG, "s"),
+        (
+            "chain/native",
+            summary["chain"]["seconds_median"] / native,
+            TARGET_CHAIN_RATIO,
+            "",
+        ),
+        (
+            f"rolling({ROLLING_BATCH})/native",
+            summary["rolling2"]["seconds_median"] / native,
+            TARGET_ROLLING_RATIO,
+            "",
+        ),
+        (
+            "detection lag (max)",
+            max(lags) if lags else math.nan,
+            TARGET_DETECTION_LAG,
+            "s",
+        ),
     ]
     return [
-        {"name": name, "value": value, "target": target, "unit": unit,
-         "pass": bool(value <= target)}
+        {
+            "name": name,
+            "value": value,
+            "target": target,
+            "unit": unit,
+            "pass": bool(value <= target),
+        }
         for name, value, target, unit in rows
     ]
 
@@ -721,6 +708,8 @@ def print_report(
     checks: list[dict[str, Any]],
     load: LoadResult,
     steady_min: int | None,
+    records: list[ReloadRecord],
+    observer: StatsObserver,
     runtime: float,
 ) -> None:
     header = (
@@ -731,15 +720,17 @@ def print_report(
     print(header)
     print("-" * len(header))
     for row in summary.values():
-        seconds = (
-            f"{row['seconds_median']:.2f} ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
-        )
+        seconds = f"{row['seconds_median']:.2f} ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
         lag = (
             "-"
             if row["detection_lag_median"] is None
             else f"{row['detection_lag_median'] * 1000:.0f}/{row['detection_lag_max'] * 1000:.0f} ms"
         )
-        accepting = "-" if row["min_workers_accepting"] is None else row["min_workers_accepting"]
+        accepting = (
+            "-"
+            if row["min_workers_accepting"] is None
+            else row["min_workers_accepting"]
+        )
         print(
             f"{row['label']:<20} {row['reloads']:>2}  {seconds:<26}{row['failed']:>7}"
             f"  {accepting:>13}  {lag:>22}"
@@ -748,19 +739,32 @@ def print_report(
     for check in checks:
         value = f"{check['value']:.2f}{check['unit']}"
         target = f"<= {check['target']:.2f}{check['unit']}"
-        print(f"{check['name']:<22} {value:>8}   target {target:<9} {'PASS' if check['pass'] else 'MISS'}")
+        print(
+            f"{check['name']:<22} {value:>8}   target {target:<9} {'PASS' if check['pass'] else 'MISS'}"
+        )
     print()
     print(
         f"load: {load.total} requests ({load.fast_total} fast, {load.slow_total} slow),"
         f" failed {load.failed}, {load.requests_per_second:.0f} req/s over {load.duration:.1f}s"
     )
+    # Without this floor the reload columns read as lost workers: a worker
+    # whose threads all hold slow requests serves no fast request either.
     print(
-        f"client-side workers per {CLIENT_WINDOW * 1000:.0f} ms window outside reloads:"
-        f" min {steady_min if steady_min is not None else '-'} of {PROCESSES}"
+        f"min accepting = fewest distinct pids serving fast requests per"
+        f" {CLIENT_WINDOW * 1000:.0f} ms window; outside reloads, under the same load:"
+        f" {steady_min if steady_min is not None else '-'} of {PROCESSES}"
+    )
+    in_reloads = max((r.observer_max_gap for r in records), default=0.0)
+    print(
+        f"stats observer: {observer.polls} polls every {OBSERVER_INTERVAL * 1000:.0f} ms,"
+        f" longest gap {observer.max_gap() * 1000:.0f} ms overall and"
+        f" {in_reloads * 1000:.0f} ms within reloads, {observer.errors} unanswered"
     )
     sleeps = sum(row["forkbomb_sleeps"] for row in summary.values())
     if sleeps:
-        print(f"note: uWSGI's fork-bomb protection slept {sleeps} time(s); see per-round lines")
+        print(
+            f"note: uWSGI's fork-bomb protection slept {sleeps} time(s); see per-round lines"
+        )
     print(f"total runtime: {runtime:.1f}s")
 
 
@@ -768,20 +772,44 @@ def print_report(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three reloads (default 3)")
-    parser.add_argument("--json", type=Path, help="write the raw per-reload figures here")
-    parser.add_argument("--import-delay", type=float, default=1.0,
-                        help="seconds the app takes to import in each new worker (default 1.0)")
-    parser.add_argument("--slow-clients", type=int, default=4,
-                        help="clients keeping a slow request in flight (default 4)")
-    parser.add_argument("--slow-seconds", type=float, default=2.0,
-                        help="duration of a slow request (default 2.0)")
-    parser.add_argument("--pause", type=float, default=2.0,
-                        help="seconds between reloads, to keep clear of uWSGI's fork-bomb"
-                             " protection (default 2.0)")
-    parser.add_argument("--reload-timeout", type=float, default=60.0,
-                        help="seconds one reload may take before the run fails (default 60)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the three reloads (default 3)"
+    )
+    parser.add_argument(
+        "--json", type=Path, help="write the raw per-reload figures here"
+    )
+    parser.add_argument(
+        "--import-delay",
+        type=float,
+        default=1.0,
+        help="seconds the app takes to import in each new worker (default 1.0)",
+    )
+    parser.add_argument(
+        "--slow-clients",
+        type=int,
+        default=4,
+        help="clients keeping a slow request in flight (default 4)",
+    )
+    parser.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=2.0,
+        help="duration of a slow request (default 2.0)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=2.0,
+        help="seconds between reloads, to keep clear of uWSGI's fork-bomb"
+        " protection (default 2.0)",
+    )
+    parser.add_argument(
+        "--reload-timeout",
+        type=float,
+        default=60.0,
+        help="seconds one reload may take before the run fails (default 60)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -801,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args, workdir)
     try:
         bench.run()
-    except (BenchmarkError, TimeoutError, subprocess.SubprocessError) as exc:
+    except (BenchmarkError, AnsibleRunError, TimeoutError, subprocess.SubprocessError) as exc:
         print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
         print(f"(work directory kept: {workdir})", file=sys.stderr)
         return 1
@@ -819,30 +847,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     steady_min = steady_state_min(
         bench.records, bench.load_result, bench.measured_from, bench.measured_until
     )
-    print_report(summary, checks, bench.load_result, steady_min, runtime)
+    assert bench.observer is not None
+    print_report(
+        summary,
+        checks,
+        bench.load_result,
+        steady_min,
+        bench.records,
+        bench.observer,
+        runtime,
+    )
     if args.json:
         load = bench.load_result
         document = {
             "config": {
-                "rounds": args.rounds, "processes": PROCESSES, "threads": THREADS,
-                "import_delay": args.import_delay, "fast_clients": FAST_CONCURRENCY,
-                "slow_clients": args.slow_clients, "slow_seconds": args.slow_seconds,
-                "pause": args.pause, "observer_interval": OBSERVER_INTERVAL,
-                "client_window": CLIENT_WINDOW, "window_margin": WINDOW_MARGIN,
+                "rounds": args.rounds,
+                "processes": PROCESSES,
+                "threads": THREADS,
+                "import_delay": args.import_delay,
+                "fast_clients": FAST_CONCURRENCY,
+                "slow_clients": args.slow_clients,
+                "slow_seconds": args.slow_seconds,
+                "pause": args.pause,
+                "observer_interval": OBSERVER_INTERVAL,
+                "client_window": CLIENT_WINDOW,
+                "window_margin": WINDOW_MARGIN,
             },
             "reloads": [r.to_json(load.started_at) for r in bench.records],
             "summary": summary,
             "checks": checks,
             "load": {
-                "requests": load.total, "fast": load.fast_total, "slow": load.slow_total,
-                "failed": load.failed, "requests_per_second": load.requests_per_second,
-                "duration": load.duration, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms,
+                "requests": load.total,
+                "fast": load.fast_total,
+                "slow": load.slow_total,
+                "failed": load.failed,
+                "requests_per_second": load.requests_per_second,
+                "duration": load.duration,
+                "p50_ms": load.p50_ms,
+                "p99_ms": load.p99_ms,
                 "failures": load.failures[:100],
             },
             "steady_state_min_workers_accepting": steady_min,
+            "observer": {
+                "polls": bench.observer.polls,
+                "errors": bench.observer.errors,
+                "max_gap": bench.observer.max_gap(),
+            },
             "runtime": runtime,
         }
-        args.json.write_text(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+        args.json.write_text(
+            json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n"
+        )
         print(f"raw figures written to {args.json}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -69,19 +69,19 @@ def to_monotonic(epoch: float) -> float:
 
 def assert_slow_requests_spanned(result: LoadResult, run) -> None:
     """A slow request was being served when the module triggered the reload, and it succeeded."""
-    triggered = to_monotonic(run.result["completed_at"] - run.result["elapsed"])
+    triggered = to_monotonic(run["completed_at"] - run["elapsed"])
     spanning = [r for r in result.responses if r.kind == "slow" and r.t_start < triggered < r.t_end]
     assert spanning, "no slow request was in flight when the reload was triggered:\n" + result.summary()
     assert all(r.ok for r in spanning)
 
 
 def assert_new_code_everywhere(uwsgi, run, release: str) -> None:
-    before = {w["pid"] for w in run.result["workers_before"]}
+    before = {w["pid"] for w in run["workers_before"]}
     workers = uwsgi.workers()
     now = {w["pid"] for w in workers}
     assert not before & now, f"workers kept their pids: {sorted(before & now)}"
     assert all(w["accepting"] and w["apps"] for w in workers), workers
-    assert {w["pid"] for w in run.result["workers_after"]} == now
+    assert {w["pid"] for w in run["workers_after"]} == now
     sampled = sample_serving_pids(uwsgi.base_url, now, release)
     assert not sampled["missing"], sampled
     assert not sampled["wrong"], sampled
@@ -93,31 +93,31 @@ def assert_new_code_everywhere(uwsgi, run, release: str) -> None:
 def test_reload_loses_no_request_and_serves_new_code(ansible, uwsgi, case_name):
     case = CASES[case_name]
     run, result = run_reload_under_load(ansible, uwsgi, module_args(uwsgi, case))
-    print(f"{case_name}: module {run.result.get('elapsed')}s, {result.summary()}")
+    print(f"{case_name}: module {run.get('elapsed')}s, {result.summary()}")
 
-    assert not run.failed, run.msg
-    assert run.result["changed"] is True
-    assert run.result["msg"].startswith(f"{case['mode']} reload complete: 4 workers replaced")
+    assert not run.get("failed"), run["msg"]
+    assert run["changed"] is True
+    assert run["msg"].startswith(f"{case['mode']} reload complete: 4 workers replaced")
     assert_no_failed_requests(result)
     assert_slow_requests_spanned(result, run)
     assert_new_code_everywhere(uwsgi, run, "v2")
     # Once the module reported completion no request may start and still get the old code.
-    completed_monotonic = to_monotonic(run.result["completed_at"])
+    completed_monotonic = to_monotonic(run["completed_at"])
     stale = [r for r in result.responses if r.ok and r.release == "v1" and r.t_start > completed_monotonic + 0.05]
     assert not stale, f"{len(stale)} requests started after completion were served by v1"
     if case["mode"] == "rolling":
         expected_floor = 4 - (2 if case["max_unavailable"] == 2 else 1)
-        assert run.result["min_accepting"] == expected_floor
+        assert run["min_accepting"] == expected_floor
     if case["mode"] == "chain":
-        assert run.result["min_accepting"] == 3
+        assert run["min_accepting"] == 3
 
 
 @pytest.mark.timeout(240)
 def test_brutal_reload_loads_new_code_but_drops_requests_in_flight(ansible, uwsgi):
     """Brutal reload kills workers mid-request by design: what it loses is bounded by what was in flight."""
     run, result = run_reload_under_load(ansible, uwsgi, module_args(uwsgi, {"mode": "brutal", "via": "master_fifo"}))
-    print(f"brutal: module {run.result.get('elapsed')}s, {result.summary()}")
-    assert not run.failed, run.msg
+    print(f"brutal: module {run.get('elapsed')}s, {result.summary()}")
+    assert not run.get("failed"), run["msg"]
     assert_new_code_everywhere(uwsgi, run, "v2")
     in_flight_capacity = 4 * 2
     assert result.failed <= in_flight_capacity, result.summary()
@@ -129,7 +129,7 @@ def test_two_reloads_in_a_row(ansible, uwsgi):
     args = module_args(uwsgi, {"mode": "chain", "via": "master_fifo"})
     first, result_one = run_reload_under_load(ansible, uwsgi, args, release="v2")
     second, result_two = run_reload_under_load(ansible, uwsgi, args, release="v3")
-    assert not first.failed and not second.failed, (first.msg, second.msg)
+    assert not first.get("failed") and not second.get("failed"), (first["msg"], second["msg"])
     assert_no_failed_requests(result_one)
     assert_no_failed_requests(result_two)
     assert_new_code_everywhere(uwsgi, second, "v3")
