@@ -223,7 +223,7 @@ class ReloadFailed(Exception):
 
 
 def transport_for(params):
-    """('master_fifo'|'touch_file'|'pidfile'|'workers', path) used to trigger this mode, or None."""
+    """('master_fifo'|'touch_file'|'pidfile'|'worker_signals', path) that triggers this mode, or None."""
     mode = params['mode']
     if mode == 'rolling':
         return ('worker_signals', None)
