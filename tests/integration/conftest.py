@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.ansible_runner import PlaybookRunner, install_collection
-from tests.support.uwsgi_instance import UwsgiInstance
+from tests.support.loadgen import LoadGenerator, LoadResult
+from tests.support.uwsgi_instance import UwsgiInstance, poll_until
+
+# Requests of this length are always in flight during a reload under load.
+SLOW_SECONDS = 1.5
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +32,26 @@ def uwsgi(tmp_path: Path):
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture
+def reload_under_load(ansible: PlaybookRunner, uwsgi: UwsgiInstance):
+    """Ship a release and run uwsgi_reload while >= 5,000 requests (concurrency 10, slow ones in flight) go through.
+
+    Returns a function (args, release, broken) -> (module outcome, load result).
+    """
+
+    def run(args: dict, release: str = "v2", broken: bool = False) -> tuple[dict, LoadResult]:
+        load = LoadGenerator(uwsgi.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
+                             min_requests=5000, max_requests=150000, max_seconds=120)
+        load.start()
+        try:
+            # Let traffic and the slow requests get going before the release ships.
+            poll_until(lambda: sum(w["requests"] for w in uwsgi.workers()) >= 300, 20, "warm-up traffic")
+            uwsgi.set_release(release, broken=broken)
+            outcome = ansible.run_module("uwsgi_reload", args)
+        finally:
+            result = load.stop()
+        return outcome, result
+
+    return run

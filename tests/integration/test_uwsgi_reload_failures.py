@@ -12,31 +12,19 @@ import time
 
 import pytest
 
-from tests.support.loadgen import LoadGenerator, sample_serving_pids
-from tests.support.uwsgi_instance import UwsgiInstance, poll_until
+from tests.support.loadgen import sample_serving_pids
+from tests.support.uwsgi_instance import UwsgiInstance
 
 # The module's own budget for rejecting bad input, measured around the task inside the play.
 BAD_INPUT_SECONDS = 2.0
 
 
-def reload_broken_release_under_load(ansible, uwsgi, args):
-    load = LoadGenerator(uwsgi.base_url, concurrency=10, slow_clients=2, slow_seconds=1.5,
-                         min_requests=5000, max_requests=150000, max_seconds=120)
-    load.start()
-    try:
-        poll_until(lambda: sum(w["requests"] for w in uwsgi.workers()) >= 300, 20, "warm-up traffic")
-        before = {w["id"]: w["pid"] for w in uwsgi.workers()}
-        uwsgi.set_release("v2-broken", broken=True)
-        (outcome,) = ansible.run_tasks([{"graceful.wsgi.uwsgi_reload": args}])
-    finally:
-        result = load.stop()
-    return outcome, result, before
-
-
 @pytest.mark.timeout(240)
-def test_rolling_stops_at_first_broken_worker_and_keeps_the_rest(ansible, uwsgi):
-    outcome, result, before = reload_broken_release_under_load(
-        ansible, uwsgi, {"master_fifo": str(uwsgi.fifo_path), "stats": str(uwsgi.stats_path), "mode": "rolling", "timeout": 120})
+def test_rolling_stops_at_first_broken_worker_and_keeps_the_rest(reload_under_load, uwsgi):
+    outcome, result = reload_under_load(
+        {"master_fifo": str(uwsgi.fifo_path), "stats": str(uwsgi.stats_path), "mode": "rolling", "timeout": 120},
+        release="v2-broken", broken=True)
+    before = {w["id"]: w["pid"] for w in outcome["workers_before"]}
     print(f"rolling broken: task {outcome['seconds']:.2f}s, {result.summary(max_failures=2)}")
 
     assert outcome.get("failed"), outcome
@@ -54,9 +42,10 @@ def test_rolling_stops_at_first_broken_worker_and_keeps_the_rest(ansible, uwsgi)
 
 
 @pytest.mark.timeout(240)
-def test_chain_of_broken_release_fails_fast(ansible, uwsgi):
-    outcome, result, _before = reload_broken_release_under_load(
-        ansible, uwsgi, {"master_fifo": str(uwsgi.fifo_path), "stats": str(uwsgi.stats_path), "mode": "chain", "timeout": 120})
+def test_chain_of_broken_release_fails_fast(reload_under_load, uwsgi):
+    outcome, result = reload_under_load(
+        {"master_fifo": str(uwsgi.fifo_path), "stats": str(uwsgi.stats_path), "mode": "chain", "timeout": 120},
+        release="v2-broken", broken=True)
     print(f"chain broken: task {outcome['seconds']:.2f}s, {result.summary(max_failures=2)}")
     assert outcome.get("failed"), outcome
     assert outcome["seconds"] < 10

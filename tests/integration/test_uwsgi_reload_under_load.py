@@ -12,10 +12,7 @@ import time
 
 import pytest
 
-from tests.support.loadgen import LoadGenerator, LoadResult, sample_serving_pids
-from tests.support.uwsgi_instance import poll_until
-
-SLOW_SECONDS = 1.5
+from tests.support.loadgen import LoadResult, sample_serving_pids
 
 CASES = {
     "chain-fifo": {"mode": "chain", "via": "master_fifo"},
@@ -41,21 +38,6 @@ def module_args(uwsgi, case: dict) -> dict:
     if "max_unavailable" in case:
         args["max_unavailable"] = case["max_unavailable"]
     return args
-
-
-def run_reload_under_load(ansible, uwsgi, args: dict, release: str = "v2"):
-    """Return (task run, load result)."""
-    load = LoadGenerator(uwsgi.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
-                         min_requests=5000, max_requests=150000, max_seconds=120)
-    load.start()
-    try:
-        # Let traffic and the slow requests get going before the release ships.
-        poll_until(lambda: sum(w["requests"] for w in uwsgi.workers()) >= 300, 20, "warm-up traffic")
-        uwsgi.set_release(release)
-        run = ansible.run_module("uwsgi_reload", args)
-    finally:
-        result = load.stop()
-    return run, result
 
 
 def assert_no_failed_requests(result: LoadResult) -> None:
@@ -90,9 +72,9 @@ def assert_new_code_everywhere(uwsgi, run, release: str) -> None:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("case_name", list(CASES))
-def test_reload_loses_no_request_and_serves_new_code(ansible, uwsgi, case_name):
+def test_reload_loses_no_request_and_serves_new_code(reload_under_load, uwsgi, case_name):
     case = CASES[case_name]
-    run, result = run_reload_under_load(ansible, uwsgi, module_args(uwsgi, case))
+    run, result = reload_under_load(module_args(uwsgi, case))
     print(f"{case_name}: module {run.get('elapsed')}s, {result.summary()}")
 
     assert not run.get("failed"), run["msg"]
@@ -113,9 +95,9 @@ def test_reload_loses_no_request_and_serves_new_code(ansible, uwsgi, case_name):
 
 
 @pytest.mark.timeout(240)
-def test_brutal_reload_loads_new_code_but_drops_requests_in_flight(ansible, uwsgi):
+def test_brutal_reload_loads_new_code_but_drops_requests_in_flight(reload_under_load, uwsgi):
     """Brutal reload kills workers mid-request by design: what it loses is bounded by what was in flight."""
-    run, result = run_reload_under_load(ansible, uwsgi, module_args(uwsgi, {"mode": "brutal", "via": "master_fifo"}))
+    run, result = reload_under_load(module_args(uwsgi, {"mode": "brutal", "via": "master_fifo"}))
     print(f"brutal: module {run.get('elapsed')}s, {result.summary()}")
     assert not run.get("failed"), run["msg"]
     assert_new_code_everywhere(uwsgi, run, "v2")
@@ -124,11 +106,11 @@ def test_brutal_reload_loads_new_code_but_drops_requests_in_flight(ansible, uwsg
 
 
 @pytest.mark.timeout(240)
-def test_two_reloads_in_a_row(ansible, uwsgi):
+def test_two_reloads_in_a_row(reload_under_load, uwsgi):
     """A second release right after the first: the FIFO is recreated by the master between them."""
     args = module_args(uwsgi, {"mode": "chain", "via": "master_fifo"})
-    first, result_one = run_reload_under_load(ansible, uwsgi, args, release="v2")
-    second, result_two = run_reload_under_load(ansible, uwsgi, args, release="v3")
+    first, result_one = reload_under_load(args, release="v2")
+    second, result_two = reload_under_load(args, release="v3")
     assert not first.get("failed") and not second.get("failed"), (first["msg"], second["msg"])
     assert_no_failed_requests(result_one)
     assert_no_failed_requests(result_two)
