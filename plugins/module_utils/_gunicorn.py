@@ -1,0 +1,506 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""gunicorn control: who is the master, which workers have booted, what the log says.
+
+Private to the collection: the interface may change without notice.
+Facts relied on (gunicorn 20.1 to 27, arbiter.py and workers/):
+
+* every worker owns a heartbeat file: created by the master as ``wgunicorn-*`` in
+  ``worker_tmp_dir``, unlinked at once, held open by the master and by that worker
+  only (siblings close it after fork).  The worker touches it from its run loop,
+  which it enters after the application loaded and ``post_worker_init`` ran.
+  Before 21.2 a touch is ``fchmod(fd, 0|1)``, so the mode leaves 0600; since 21.2
+  it is ``utime(fd, time.monotonic())``, so the mtime drops to seconds since boot.
+  Either change is the proof that the worker booted; it needs no configuration
+  and reads the same on every version;
+* USR2 forks and execs a new master with ``GUNICORN_PID`` = the old master in its
+  environment; it writes ``<pidfile>.2``, and renames it to ``<pidfile>`` when it
+  sees its parent change (the old master exited);
+* a worker that cannot boot exits with code 3 (4: the app cannot be imported) and
+  the master halts, logging ``Reason: Worker failed to boot.``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import re
+
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
+
+# Where process information comes from; unit tests point it at a fake tree.
+PROC = '/proc'
+
+HEARTBEAT_PREFIX = 'wgunicorn-'
+UPGRADE_ENV = 'GUNICORN_PID'
+EXIT_REASONS = {3: 'a worker failed to boot', 4: 'the application failed to load'}
+
+# fchmod-style heartbeats leave the owner's rw bits; utime-style ones put mtime this far before ctime.
+_HEARTBEAT_MODES = (0, 1)
+_MONOTONIC_GAP_SECONDS = 3600.0
+
+_PYTHON = re.compile(r'^python[0-9.]*$')
+_PYTHON_OPTIONS_WITH_VALUE = ('-W', '-X', '-Q')
+_VERSION_INFO = re.compile(r'^version_info\s*=\s*\(([0-9,\s]+)\)', re.MULTILINE)
+_EXIT_CODE = re.compile(r'Worker \(pid:\s*(\d+)\) exited with code (-?\d+)')
+_REASON = re.compile(r'Reason: (.+)$')
+_EXCEPTION_LINE = re.compile(r'^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*')
+_LOG_PREFIX = re.compile(r'^\[[^\]]*\] \[\d+\] \[[A-Z]+\] ')
+
+
+class GunicornError(Exception):
+    """The message names the option or path and what was found instead."""
+
+
+# ---------------------------------------------------------------- command lines
+
+def is_gunicorn_cmdline(cmdline):
+    """True for gunicorn's script, ``python .../gunicorn``, ``python -m gunicorn`` or a setproctitle title."""
+    if not cmdline:
+        return False
+    first = os.path.basename(cmdline[0])
+    if first == 'gunicorn' or cmdline[0].startswith('gunicorn: '):
+        return True
+    if not _PYTHON.match(first):
+        return False
+    args = iter(cmdline[1:])
+    for arg in args:
+        if arg == '-m':
+            return next(args, None) == 'gunicorn'
+        if arg in _PYTHON_OPTIONS_WITH_VALUE:
+            next(args, None)
+            continue
+        if arg.startswith('-'):
+            if arg.startswith('-c'):
+                return False
+            continue
+        return os.path.basename(arg) == 'gunicorn'
+    return False
+
+
+def title_role(cmdline):
+    """'master' or 'worker' from a setproctitle title (``gunicorn: master [app]``), else None."""
+    if cmdline and cmdline[0].startswith('gunicorn: '):
+        words = cmdline[0].split()
+        if len(words) > 1 and words[1] in ('master', 'worker'):
+            return words[1]
+    return None
+
+
+def cmdline_pidfile(cmdline):
+    """The value of ``-p``/``--pid`` on a gunicorn command line, or None."""
+    for index, arg in enumerate(cmdline):
+        if arg in ('-p', '--pid') and index + 1 < len(cmdline):
+            return cmdline[index + 1]
+        if arg.startswith('--pid='):
+            return arg[len('--pid='):]
+        if arg.startswith('-p') and len(arg) > 2 and not arg.startswith('--'):
+            return arg[2:]
+    return None
+
+
+# ---------------------------------------------------------------- heartbeats
+
+def heartbeat_started(mode, mtime, ctime):
+    """Whether a worker's heartbeat file was touched since the master created it (see module docstring)."""
+    if (mode & 0o777) in _HEARTBEAT_MODES:
+        return True
+    return ctime - mtime > _MONOTONIC_GAP_SECONDS
+
+
+def heartbeats(pid, proc_root=None):
+    """{inode: booted} for the heartbeat files process ``pid`` holds open.
+
+    Raises OSError (EACCES) when this user may not look at the process's descriptors,
+    ESRCH-like ENOENT when the process is gone.
+    """
+    proc_root = proc_root or PROC
+    fd_dir = os.path.join(proc_root, str(pid), 'fd')
+    found = {}
+    for entry in os.listdir(fd_dir):
+        path = os.path.join(fd_dir, entry)
+        try:
+            target = os.readlink(path)
+            if not os.path.basename(target).startswith(HEARTBEAT_PREFIX):
+                continue
+            status = os.stat(path)
+        except OSError:
+            continue  # closed between listdir and stat
+        found[status.st_ino] = heartbeat_started(status.st_mode, status.st_mtime, status.st_ctime)
+    return found
+
+
+def written_files(pid, proc_root=None):
+    """Regular files the process holds open for writing (its log files), by path."""
+    proc_root = proc_root or PROC
+    base = os.path.join(proc_root, str(pid))
+    paths = []
+    try:
+        entries = os.listdir(os.path.join(base, 'fd'))
+    except OSError:
+        return paths
+    for entry in sorted(entries, key=lambda name: int(name) if name.isdigit() else 0):
+        try:
+            target = os.readlink(os.path.join(base, 'fd', entry))
+            if not target.startswith('/') or target.endswith(' (deleted)'):
+                continue
+            if os.path.basename(target).startswith(HEARTBEAT_PREFIX):
+                continue
+            with open(os.path.join(base, 'fdinfo', entry)) as handle:
+                flags = _fdinfo_flags(handle.read())
+        except (OSError, ValueError):
+            continue
+        if flags & 3 and os.path.isfile(target) and target not in paths:
+            paths.append(target)
+    return paths
+
+
+def _fdinfo_flags(text):
+    for line in text.splitlines():
+        if line.startswith('flags:'):
+            return int(line.split()[1], 8)
+    raise ValueError('no flags')
+
+
+# ---------------------------------------------------------------- process tree
+
+def child_pids(pid, proc_root=None):
+    """Children of ``pid``: the kernel's children list when it has one, else a scan of /proc."""
+    proc_root = proc_root or PROC
+    listing = _proc.read_text(os.path.join(proc_root, str(pid), 'task', str(pid), 'children'))
+    if listing is not None:
+        return sorted(int(word) for word in listing.split())
+    return _proc.child_pids(pid, proc_root)
+
+
+def start_ticks(pid, proc_root=None):
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    proc_root = proc_root or PROC
+    text = _proc.read_text(os.path.join(proc_root, str(pid), 'stat'))
+    if text is None:
+        return None
+    try:
+        return int(text[text.rindex(')') + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def age_seconds(ticks, proc_root=None):
+    """Seconds a process started ``ticks`` after boot has been running, or None."""
+    proc_root = proc_root or PROC
+    uptime = _proc.read_text(os.path.join(proc_root, 'uptime'))
+    if ticks is None or not uptime:
+        return None
+    return round(max(0.0, float(uptime.split()[0]) - ticks / float(os.sysconf('SC_CLK_TCK'))), 2)
+
+
+class Master:
+    """One gunicorn master as /proc shows it at one moment."""
+
+    def __init__(self, info, started, environ, workers, upgrade_children, strangers):
+        self.info = info
+        self.pid = info.pid
+        self.started = started
+        self.environ = environ
+        self.workers = workers                  # {pid: booted}
+        self.upgrade_children = upgrade_children  # new masters forked by USR2, not yet promoted
+        self.strangers = strangers              # children that are neither (a USR2 child before exec)
+
+    @property
+    def upgrading_from(self):
+        """The old master's PID when this master was started by USR2 and is not promoted yet."""
+        value = self.environ.get(UPGRADE_ENV, '')
+        if value.isdigit() and int(value) == self.info.ppid:
+            return int(value)
+        return None
+
+    def booted(self):
+        return sorted(pid for pid, ready in self.workers.items() if ready)
+
+    def describe(self):
+        return self.info.describe()
+
+
+def inspect_master(pid, proc_root=None):
+    """A Master for ``pid``, or None when that PID is no live gunicorn process.
+
+    Raises GunicornError when /proc hides the descriptors that prove its workers.
+    """
+    proc_root = proc_root or PROC
+    info = _proc.read_process(pid, proc_root)
+    if info is None or not is_gunicorn_cmdline(info.cmdline):
+        return None
+    started = start_ticks(pid, proc_root)
+    try:
+        own = heartbeats(pid, proc_root)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise GunicornError('cannot read %s/%d/fd: permission denied; run the module as the user gunicorn '
+                                'runs as, or as root' % (proc_root, pid))
+        return None
+    workers, upgrades, strangers = {}, [], []
+    for child in child_pids(pid, proc_root):
+        child_info = _proc.read_process(child, proc_root)
+        if child_info is None or not is_gunicorn_cmdline(child_info.cmdline):
+            continue
+        environ = _proc.read_environ(child, proc_root)
+        if environ.get(UPGRADE_ENV) == str(pid):
+            upgrades.append(child)
+            continue
+        try:
+            held = heartbeats(child, proc_root)
+        except OSError:
+            continue  # exited while we looked
+        mine = [inode for inode in held if inode in own]
+        if len(mine) == 1:
+            workers[child] = held[mine[0]]
+        else:
+            strangers.append(child)
+    return Master(info, started, _proc.read_environ(pid, proc_root), workers, upgrades, strangers)
+
+
+def socket_inodes(pid, proc_root=None):
+    """The sockets a process holds (its listeners, for a master), as 'socket:[inode]' strings."""
+    proc_root = proc_root or PROC
+    fd_dir = os.path.join(proc_root, str(pid), 'fd')
+    found = set()
+    try:
+        entries = os.listdir(fd_dir)
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            target = os.readlink(os.path.join(fd_dir, entry))
+        except OSError:
+            continue
+        if target.startswith('socket:'):
+            found.add(target)
+    return found
+
+
+def is_running(pid, proc_root=None):
+    """Whether ``pid`` is a live process (zombies are not)."""
+    return _proc.is_alive(pid, proc_root or PROC)
+
+
+def same_process(master, proc_root=None):
+    """Whether ``master``'s PID still belongs to the process we inspected (not reused since)."""
+    proc_root = proc_root or PROC
+    info = _proc.read_process(master.pid, proc_root)
+    return info is not None and start_ticks(master.pid, proc_root) == master.started and is_gunicorn_cmdline(info.cmdline)
+
+
+# ---------------------------------------------------------------- identity
+
+def read_pidfile(option, path):
+    """The PID in a gunicorn pidfile; GunicornError naming ``option`` and ``path`` otherwise."""
+    try:
+        return _proc.read_pidfile(path)
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            reason = 'does not exist (gunicorn not running, or started without --pid %s)' % path
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            reason = 'cannot be read: permission denied'
+        elif exc.errno == errno.EISDIR:
+            reason = 'is a directory'
+        else:
+            reason = 'cannot be read: %s' % (exc.strerror or exc)
+        raise GunicornError('%s=%s %s' % (option, path, reason))
+    except ValueError as exc:
+        raise GunicornError('%s=%s: %s' % (option, path, exc))
+
+
+def identify_master(pidfile, proc_root=None):
+    """The Master the pidfile names, proven from /proc; GunicornError saying what the PID really is."""
+    proc_root = proc_root or PROC
+    pid = read_pidfile('pidfile', pidfile)
+    info = _proc.read_process(pid, proc_root)
+    if info is None:
+        raise GunicornError('pidfile=%s names pid %d, which is not running (stale pidfile)'
+                            % (pidfile, pid))
+    if not is_gunicorn_cmdline(info.cmdline):
+        raise GunicornError('pidfile=%s names %s, which is not a gunicorn process'
+                            % (pidfile, info.describe()))
+    master = inspect_master(pid, proc_root)
+    if master is None:
+        raise GunicornError('pidfile=%s names pid %d, which exited while it was inspected' % (pidfile, pid))
+    parent = inspect_master(info.ppid, proc_root) if info.ppid > 1 else None
+    if (parent is not None and pid in parent.workers) or title_role(info.cmdline) == 'worker':
+        raise GunicornError('pidfile=%s names %s, a gunicorn worker of master %d, not a master'
+                            % (pidfile, info.describe(), info.ppid))
+    declared = cmdline_pidfile(info.cmdline)
+    if declared is not None:
+        cwd = _proc.read_link(pid, 'cwd', proc_root) or '/'
+        declared_path = os.path.realpath(os.path.join(cwd, declared))
+        if os.path.realpath(pidfile) not in (declared_path, declared_path + '.2'):
+            raise GunicornError('pidfile=%s names %s, a gunicorn master started with --pid %s: another instance'
+                                % (pidfile, info.describe(), declared))
+    return master
+
+
+def pending_upgrade(master, pidfile):
+    """Why an upgrade of ``master`` is in progress (a message), or None."""
+    if master.upgrading_from:
+        return ('pidfile=%s names pid %d, a new master started by USR2 that is not promoted yet (old master %d '
+                'still running): finish that upgrade (stop the old master) or abort it (stop this one) first'
+                % (pidfile, master.pid, master.upgrading_from))
+    for child in master.upgrade_children:
+        return ('an upgrade is already pending: new master %d (%s.2) runs beside master %d and is not promoted; '
+                'gunicorn ignores another USR2 until it exits. Stop master %d to promote it, or stop %d to abort it'
+                % (child, pidfile, master.pid, master.pid, child))
+    return None
+
+
+def stale_upgrade_pidfile(pidfile, proc_root=None):
+    """A message when ``<pidfile>.2`` names a live process that is not a gunicorn master, else None.
+
+    gunicorn's new master refuses to start when its pidfile names any live process.
+    """
+    proc_root = proc_root or PROC
+    path = pidfile + '.2'
+    if not os.path.exists(path):
+        return None
+    try:
+        pid = _proc.read_pidfile(path)
+    except (IOError, OSError, ValueError):
+        return None
+    info = _proc.read_process(pid, proc_root)
+    if info is None:
+        return None
+    return ('%s names live %s: gunicorn\'s new master would refuse to start ("Already running"); remove the stale '
+            'file' % (path, info.describe()))
+
+
+# ---------------------------------------------------------------- version
+
+def parse_version(text):
+    """'27.0.1' from the text of gunicorn/__init__.py, or None."""
+    match = _VERSION_INFO.search(text or '')
+    if not match:
+        return None
+    parts = [part.strip() for part in match.group(1).split(',') if part.strip()]
+    return '.'.join(parts) or None
+
+
+def site_dirs(cmdline, maps_text, exists=os.path.exists, listdir=os.listdir, read_text=_proc.read_text):
+    """Directories where the master's interpreter imports packages from, most specific first."""
+    found = []
+
+    def add(path):
+        if path and path not in found and exists(path):
+            found.append(path)
+
+    for line in (maps_text or '').splitlines():
+        path = line.split(None, 5)[5] if len(line.split(None, 5)) == 6 else ''
+        for marker in ('/site-packages/', '/dist-packages/'):
+            if marker in path:
+                add(path[:path.index(marker) + len(marker) - 1])
+    interpreter = _interpreter(cmdline, read_text)
+    if interpreter:
+        prefix = os.path.dirname(os.path.dirname(interpreter))
+        lib = os.path.join(prefix, 'lib')
+        try:
+            versions = sorted(name for name in listdir(lib) if name.startswith('python3'))
+        except OSError:
+            versions = []
+        for version in versions:
+            add(os.path.join(lib, version, 'site-packages'))
+        if not exists(os.path.join(prefix, 'pyvenv.cfg')):
+            add(os.path.join(prefix, 'lib', 'python3', 'dist-packages'))
+            add(os.path.join(prefix, 'local', 'lib', 'python3', 'dist-packages'))
+            for version in versions:
+                add(os.path.join(prefix, 'local', 'lib', version, 'dist-packages'))
+    return found
+
+
+def _interpreter(cmdline, read_text):
+    if not cmdline or not cmdline[0].startswith('/'):
+        return None
+    if _PYTHON.match(os.path.basename(cmdline[0])):
+        return cmdline[0]
+    head = (read_text(cmdline[0], 256) or '').splitlines()
+    if head and head[0].startswith('#!'):
+        words = head[0][2:].split()
+        if words and words[0].startswith('/'):
+            return words[-1] if os.path.basename(words[0]) == 'env' and len(words) > 1 and words[-1].startswith('/') else words[0]
+    return None
+
+
+def find_version(master, proc_root=None):
+    """gunicorn's version as installed where the master imports it from, or None."""
+    proc_root = proc_root or PROC
+    maps = _proc.read_text(os.path.join(proc_root, str(master.pid), 'maps'), 4 * 1024 * 1024)
+    for directory in site_dirs(master.info.cmdline, maps):
+        version = parse_version(_proc.read_text(os.path.join(directory, 'gunicorn', '__init__.py'), 8192))
+        if version:
+            return version
+    return None
+
+
+# ---------------------------------------------------------------- log
+
+class LogWatch:
+    """Remembers where the master's log files end, to return only what was written afterwards."""
+
+    def __init__(self, paths):
+        self.offsets = {}
+        for path in paths:
+            try:
+                self.offsets[path] = os.path.getsize(path)
+            except OSError:
+                continue
+
+    def add(self, paths):
+        for path in paths:
+            if path not in self.offsets:
+                self.offsets[path] = 0 if not os.path.exists(path) else os.path.getsize(path)
+
+    def new_lines(self, limit=65536):
+        lines = []
+        for path, offset in self.offsets.items():
+            try:
+                with open(path, 'rb') as handle:
+                    size = os.fstat(handle.fileno()).st_size
+                    handle.seek(max(offset, size - limit) if size >= offset else 0)
+                    lines.extend(handle.read(limit).decode('utf-8', 'replace').splitlines())
+            except (IOError, OSError):
+                continue
+        return lines
+
+
+def shows_exit(lines):
+    """Whether log lines show a master shutting down on an error (boot failure, bad configuration)."""
+    for line in lines:
+        bare = _LOG_PREFIX.sub('', line).strip()
+        if _EXIT_CODE.search(line) or bare.startswith('Reason: ') or bare.startswith('Error: '):
+            return True
+    return False
+
+
+def summarize_log(lines):
+    """(exit_code, cause) from gunicorn log lines: the workers' exit code and the last error shown."""
+    exit_code = None
+    reason = None
+    error = None
+    for line in lines:
+        match = _EXIT_CODE.search(line)
+        if match:
+            exit_code = int(match.group(2))
+        match = _REASON.search(line)
+        if match:
+            reason = match.group(1).strip()
+        bare = _LOG_PREFIX.sub('', line).strip()
+        if _EXCEPTION_LINE.match(bare) or bare.startswith('Error: '):
+            error = bare
+    parts = []
+    if error:
+        parts.append(error)
+    if reason:
+        parts.append('gunicorn: %s' % reason)
+    elif exit_code in EXIT_REASONS:
+        parts.append(EXIT_REASONS[exit_code])
+    return exit_code, '; '.join(parts) or None

@@ -1,0 +1,188 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: gunicorn_info
+short_description: Report one gunicorn master, its workers, a pending upgrade and the gunicorn version
+version_added: 0.1.0
+description:
+  - Reads the master's pidfile and C(/proc) (never the application, never a signal). It reports the master,
+    its workers with their age and whether they booted, the state of an upgrade (a new master started by
+    C(USR2) that is not promoted yet), and the gunicorn version the master imports.
+  - Fails, naming the pidfile, when it does not lead to a live gunicorn master.
+author:
+  - graceful.wsgi maintainers (@graceful-wsgi)
+extends_documentation_fragment:
+  - graceful.wsgi.attributes
+  - graceful.wsgi.attributes.info_module
+  - graceful.wsgi.attributes.linux
+options:
+  pidfile:
+    description:
+      - The master's pidfile (gunicorn's C(--pid)). C(<pidfile>.2) is read as well.
+    type: path
+    required: true
+notes:
+  - A worker counts as booted once it has touched its heartbeat file, which gunicorn workers do only after
+    loading the application; see M(graceful.wsgi.gunicorn_reload).
+seealso:
+  - module: graceful.wsgi.gunicorn_reload
+'''
+
+EXAMPLES = r'''
+- name: Read the state of the app's gunicorn
+  graceful.wsgi.gunicorn_info:
+    pidfile: /run/myapp/gunicorn.pid
+  register: myapp_gunicorn
+
+- name: Refuse to go on while an upgrade is half done
+  ansible.builtin.assert:
+    that: not myapp_gunicorn.upgrade.pending
+    fail_msg: "new master {{ myapp_gunicorn.upgrade.new_master_pid }} is not promoted yet"
+'''
+
+RETURN = r'''
+master_pid:
+  description: PID of the master the pidfile names.
+  returned: always
+  type: int
+  sample: 4120
+master_age:
+  description: Seconds since the master started.
+  returned: always
+  type: float
+  sample: 8532.1
+version:
+  description: gunicorn version installed where the master imports it from; null when it cannot be found.
+  returned: always
+  type: str
+  sample: 27.0.1
+command_line:
+  description: The master's command line.
+  returned: always
+  type: list
+  elements: str
+log_files:
+  description: Regular files the master holds open for writing (its error and access logs).
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/log/myapp/gunicorn.log]
+workers:
+  description: The master's workers.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    pid:
+      description: Process id.
+      type: int
+    age:
+      description: Seconds since the worker started.
+      type: float
+    booted:
+      description: Whether the worker loaded the application and entered its request loop.
+      type: bool
+  sample: [{"pid": 4121, "age": 8531.7, "booted": true}]
+workers_booted:
+  description: How many workers have booted.
+  returned: always
+  type: int
+  sample: 4
+upgrade:
+  description: The state of a C(USR2) upgrade.
+  returned: always
+  type: dict
+  contains:
+    pending:
+      description: Whether a new master runs beside this one, not promoted yet.
+      type: bool
+    pidfile:
+      description: Path of C(<pidfile>.2).
+      type: str
+    pidfile_present:
+      description: Whether C(<pidfile>.2) exists.
+      type: bool
+    pidfile_pid:
+      description: PID named by C(<pidfile>.2), or null.
+      type: int
+    pidfile_stale:
+      description: Whether C(<pidfile>.2) exists but names no new master of this one.
+      type: bool
+    new_master_pid:
+      description: PID of the new master, or null.
+      type: int
+    new_workers:
+      description: The new master's workers (pid, age, booted).
+      type: list
+      elements: dict
+    upgrading_from:
+      description: When the pidfile names a new master not yet promoted, the PID of its old master.
+      type: int
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
+
+
+def describe_workers(master):
+    return [
+        {'pid': pid, 'age': _gunicorn.age_seconds(_gunicorn.start_ticks(pid)), 'booted': booted}
+        for pid, booted in sorted(master.workers.items())
+    ]
+
+
+def upgrade_state(master, pidfile):
+    path = pidfile + '.2'
+    state = dict(pending=False, pidfile=path, pidfile_present=os.path.exists(path), pidfile_pid=None,
+                 pidfile_stale=False, new_master_pid=None, new_workers=[], upgrading_from=master.upgrading_from)
+    if state['pidfile_present']:
+        try:
+            state['pidfile_pid'] = _proc.read_pidfile(path)
+        except (IOError, OSError, ValueError):
+            state['pidfile_stale'] = True
+    if master.upgrade_children:
+        new_pid = master.upgrade_children[0]
+        new = _gunicorn.inspect_master(new_pid)
+        state.update(pending=True, new_master_pid=new_pid, new_workers=describe_workers(new) if new else [])
+    if state['pidfile_present'] and state['pidfile_pid'] not in (state['new_master_pid'], master.pid):
+        state['pidfile_stale'] = True
+    return state
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(pidfile=dict(type='path', required=True)),
+        supports_check_mode=True,
+    )
+    pidfile = module.params['pidfile']
+    try:
+        master = _gunicorn.identify_master(pidfile)
+    except _gunicorn.GunicornError as exc:
+        module.fail_json(msg=str(exc))
+    workers = describe_workers(master)
+    module.exit_json(
+        changed=False,
+        master_pid=master.pid,
+        master_age=_gunicorn.age_seconds(master.started),
+        version=_gunicorn.find_version(master),
+        command_line=master.info.cmdline,
+        log_files=_gunicorn.written_files(master.pid),
+        workers=workers,
+        workers_booted=sum(1 for worker in workers if worker['booted']),
+        upgrade=upgrade_state(master, pidfile),
+    )
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,547 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: gunicorn_reload
+short_description: Reload or upgrade one gunicorn master and wait for proof that every worker booted the new code
+version_added: 0.1.0
+description:
+  - Proves from C(/proc) that the PID in O(pidfile) is a live gunicorn master (command line, parent, and the
+    heartbeat files its workers share with it) before sending any signal. A stale pidfile, a reused PID or a
+    worker's PID fails the task naming the pidfile and what the PID really is, and nothing is signalled.
+  - O(mode=upgrade) sends C(USR2). gunicorn starts a new master beside the old one, with its own workers
+    importing the release. Once all of them booted, the module sends C(TERM) to the old master, which lets
+    its workers finish their requests and exits; the new master is then promoted and the pidfile names it.
+    A release that cannot boot never replaces the old master. The module stops what is left of the new
+    generation, the old master keeps serving, and the task fails with the cause from gunicorn's log.
+  - O(mode=hup) sends C(HUP). The master reloads its configuration, starts new workers and stops the old ones
+    gracefully. A release that cannot boot makes gunicorn halt the master, and the service goes down. The
+    module detects it at once and fails saying so. Deploy code with O(mode=upgrade).
+  - A worker counts as booted when it has touched its heartbeat file, which gunicorn workers do only from
+    their request loop, after the application loaded and C(post_worker_init) ran. This works on every
+    gunicorn version from 20.1 to 27 and needs no hook or setting. gunicorn 27's control socket is not used.
+    Its default path is shared by every master of a user, including the two of an upgrade, and its C(booted)
+    flag reads false for sync workers that serve.
+author:
+  - graceful.wsgi maintainers (@graceful-wsgi)
+extends_documentation_fragment:
+  - graceful.wsgi.attributes
+  - graceful.wsgi.attributes.linux
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Proves the master's identity and checks for a pending upgrade, then reports the signal it would send;
+        sends nothing.
+  diff_mode:
+    support: none
+options:
+  pidfile:
+    description:
+      - The master's pidfile (gunicorn's C(--pid)). During an upgrade gunicorn writes the new master's PID to
+        this path with C(.2) appended and renames that file when the new master is promoted.
+    type: path
+    required: true
+  mode:
+    description:
+      - V(hup) reloads the configuration and replaces all workers (C(HUP)). Old workers are told to stop as soon
+        as the new ones are forked, so requests wait in the listen queue while the new ones import the code. A
+        release that cannot boot takes the service down.
+      - V(upgrade) starts a new master and workers beside the old ones (C(USR2)), stops the old master
+        (C(TERM)) only when every new worker booted, and waits until the new master is promoted. It serves with
+        the old workers until the new ones are ready and keeps the old master when the release is broken.
+    type: str
+    choices: [hup, upgrade]
+    default: hup
+  wait:
+    description:
+      - Wait for the proof. With V(false) and O(mode=hup) the module returns once C(HUP) is sent.
+      - With V(false) and O(mode=upgrade) the module still waits for the new workers to boot (stopping the old
+        master earlier would be unsafe), sends C(TERM) to the old master, and returns without waiting for it to
+        drain and for the promotion.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for the proof. It should exceed the application's start-up time plus the longest
+        request (old workers finish their requests before they exit).
+      - For O(mode=upgrade), a new generation not ready within it is stopped and the old master kept.
+    type: float
+    default: 300
+  poll_interval:
+    description:
+      - Seconds between two looks at C(/proc) while waiting.
+    type: float
+    default: 0.1
+notes:
+  - The module must run on the host of the master, as the user gunicorn runs as or as root, to read C(/proc)
+    and send signals.
+  - gunicorn's C(graceful_timeout) (default 30 seconds) bounds how long old workers may finish their requests;
+    requests running longer are killed by gunicorn, whatever the module waits.
+  - With C(preload_app), C(HUP) does not load new code (the master holds it); use O(mode=upgrade).
+  - Under systemd, gunicorn's upgrade needs a unit that lets the old master exit without stopping the service
+    (C(KillMode), C(PIDFile) and C(Type) set for it); the collection's gunicorn role provides one.
+  - The cause of a failure comes from the files the master writes its log to, found in C(/proc). A master
+    logging to the journal or syslog gives only the exit code.
+seealso:
+  - module: graceful.wsgi.gunicorn_info
+  - name: gunicorn signal handling
+    description: The signals this module sends and what gunicorn does with them.
+    link: https://docs.gunicorn.org/en/stable/signals.html
+'''
+
+EXAMPLES = r'''
+- name: Deploy new code - new master beside the old one, old one stopped once the new workers booted
+  graceful.wsgi.gunicorn_reload:
+    pidfile: /run/myapp/gunicorn.pid
+    mode: upgrade
+    timeout: 120
+
+- name: Reload the configuration only (the code must be able to boot, or gunicorn halts)
+  graceful.wsgi.gunicorn_reload:
+    pidfile: /run/myapp/gunicorn.pid
+    mode: hup
+
+- name: Send HUP and return at once
+  graceful.wsgi.gunicorn_reload:
+    pidfile: /run/myapp/gunicorn.pid
+    wait: false
+'''
+
+RETURN = r'''
+mode:
+  description: The mode used.
+  returned: always
+  type: str
+  sample: upgrade
+master_pid_before:
+  description: PID of the master the pidfile named before the reload.
+  returned: when the master was identified
+  type: int
+  sample: 4120
+master_pid:
+  description: PID of the master serving when the module returned; the new master after an upgrade.
+  returned: when the master was identified
+  type: int
+  sample: 4398
+workers_before:
+  description: PIDs of the master's workers before the reload.
+  returned: when the master was identified
+  type: list
+  elements: int
+  sample: [4121, 4122, 4123, 4124]
+workers_after:
+  description: PIDs of the serving master's workers when the module returned, every one of them booted on success.
+  returned: when the module waited
+  type: list
+  elements: int
+  sample: [4399, 4400, 4401, 4402]
+elapsed:
+  description: Seconds from the first signal to the proof of completion (or to the failure).
+  returned: always
+  type: float
+  sample: 3.2
+completed_at:
+  description: Epoch time at which the proof was observed.
+  returned: on success with O(wait=true)
+  type: float
+  sample: 1795343405.18
+signals:
+  description: The signals sent, in order, as C(SIGNAL pid).
+  returned: always
+  type: list
+  elements: str
+  sample: ["USR2 4120", "TERM 4120"]
+exit_code:
+  description: Exit code of the workers that failed to boot, read from gunicorn's log (3 worker boot error,
+    4 application import error).
+  returned: on failure, when the log shows it
+  type: int
+  sample: 3
+log_tail:
+  description: The last lines the master's log files got after the first signal.
+  returned: on failure, when a log file is known
+  type: list
+  elements: str
+msg:
+  description: What happened.
+  returned: always
+  type: str
+  sample: upgrade complete, master 4120 -> 4398, 4 workers booted in 3.20s
+'''
+
+import errno
+import os
+import signal
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll
+
+# spawn_workers sleeps up to 0.1 s between forks: a worker set unchanged this long is complete.
+SETTLE_SECONDS = 1.0
+# How long an aborted new master gets to stop its workers before QUIT (gunicorn's default graceful_timeout is 30).
+ABORT_GRACE_SECONDS = 35.0
+ABORT_QUIT_SECONDS = 5.0
+LOG_TAIL_LINES = 20
+
+
+class ReloadFailed(Exception):
+    pass
+
+
+class Reload:
+    """Drives one reload: sends signals only to processes proven to be the masters involved."""
+
+    def __init__(self, module, master):
+        self.module = module
+        self.params = module.params
+        self.pidfile = module.params['pidfile']
+        self.poll_interval = module.params['poll_interval']
+        self.before = master
+        self.old_workers = sorted(master.workers)
+        self.signals = []
+        self.log = _gunicorn.LogWatch(_gunicorn.written_files(master.pid))
+        self.listeners = _gunicorn.socket_inodes(master.pid)
+        self.last = master
+        self.deadline = None
+
+    # ------------------------------------------------------------ helpers
+
+    def send(self, master, sig):
+        if not _gunicorn.same_process(master):
+            raise ReloadFailed('pid %d is no longer the gunicorn master inspected before (%s); %s not sent'
+                               % (master.pid, master.describe(), sig.name))
+        try:
+            os.kill(master.pid, sig)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:
+                raise ReloadFailed('not permitted to signal gunicorn master %d (pidfile=%s): run the module as the '
+                                   'user gunicorn runs as, or as root' % (master.pid, self.pidfile))
+            raise
+        self.signals.append('%s %d' % (sig.name[3:], master.pid))
+
+    def log_lines(self):
+        return self.log.new_lines()
+
+    def log_verdict(self):
+        """(exit_code, cause) from the log lines written since the first signal."""
+        return _gunicorn.summarize_log(self.log_lines())
+
+    def failure_details(self):
+        lines = self.log_lines()
+        exit_code, cause = _gunicorn.summarize_log(lines)
+        details = {}
+        if exit_code is not None:
+            details['exit_code'] = exit_code
+        if self.log.offsets:
+            details['log_tail'] = lines[-LOG_TAIL_LINES:]
+        return details, cause
+
+    def cause_text(self, cause):
+        if cause:
+            return cause
+        if self.log.offsets:
+            return 'none shown in %s' % ', '.join(sorted(self.log.offsets))
+        return 'unknown: the master writes no log file (journal or syslog?)'
+
+    def poll(self, probe, describe):
+        return poll(probe, self.deadline, self.poll_interval, describe=describe)
+
+
+class HupReload(Reload):
+
+    def run(self, wait):
+        self.deadline = Deadline(self.params['timeout'])
+        self.send(self.before, signal.SIGHUP)
+        if not wait:
+            return None
+        return self.poll(self.probe, self.describe_timeout)
+
+    def down(self, how):
+        details, cause = self.failure_details()
+        message = ('after HUP the gunicorn master %d %s: the service is DOWN, no gunicorn serves pidfile=%s. Cause: %s. '
+                   'gunicorn halts when new workers cannot boot; deploy code with mode=upgrade, which keeps the old '
+                   'master serving' % (self.before.pid, how, self.pidfile, self.cause_text(cause)))
+        raise ReloadFailedWith(message, details)
+
+    def probe(self):
+        current = _gunicorn.inspect_master(self.before.pid) if _gunicorn.same_process(self.before) else None
+        if current is None:
+            self.down('exited')
+        if self.listeners and not (self.listeners & _gunicorn.socket_inodes(self.before.pid)):
+            self.down('closed its listening sockets and is shutting down')
+        exit_code, _cause = self.log_verdict()
+        if exit_code in _gunicorn.EXIT_REASONS:
+            self.down('is halting (workers exited with code %d)' % exit_code)
+        self.last = current
+        old_left = set(self.old_workers) & set(current.workers)
+        if not old_left and current.workers and len(current.booted()) == len(current.workers):
+            return current
+        return None
+
+    def describe_timeout(self):
+        current = self.last
+        old_left = sorted(set(self.old_workers) & set(current.workers))
+        waiting = sorted(pid for pid, ready in current.workers.items() if not ready)
+        return 'old workers still running: %s; new workers not booted: %s' % (old_left or 'none', waiting or 'none')
+
+
+class UpgradeReload(Reload):
+
+    def __init__(self, module, master):
+        super(UpgradeReload, self).__init__(module, master)
+        self.new_pid = None
+        self.new = None
+        self.stable_since = None
+        self.seen_workers = None
+
+    def run(self, wait):
+        self.deadline = Deadline(self.params['timeout'])
+        self.send(self.before, signal.SIGUSR2)
+        self.new_pid = self.poll(self.probe_new_master, self.describe_no_new_master)
+        try:
+            self.new = self.poll(self.probe_new_ready, self.describe_new_not_ready)
+        except WaitTimeout as exc:
+            self.abort('its workers did not all boot within timeout=%ss (%s)' % (self.params['timeout'], exc))
+        self.send(self.before, signal.SIGTERM)
+        if not wait:
+            return self.new
+        return self.poll(self.probe_promoted, self.describe_not_promoted)
+
+    # ------------------------------------------------------------ phase 1: the new master appears
+
+    def probe_new_master(self):
+        current = self.old_master_view()
+        if current.upgrade_children:
+            return current.upgrade_children[0]
+        if any('USR2 signal ignored' in line for line in self.log_lines()):
+            raise ReloadFailedWith('gunicorn master %d ignored USR2 (its log says so): an upgrade is already under '
+                                   'way' % self.before.pid, self.failure_details()[0])
+        if _gunicorn.shows_exit(self.log_lines()):
+            self.fail_new_generation('exited before it could be inspected')
+        return None
+
+    def describe_no_new_master(self):
+        return 'no new master appeared as a child of master %d after USR2' % self.before.pid
+
+    # ------------------------------------------------------------ phase 2: its workers boot
+
+    def probe_new_ready(self):
+        self.old_master_view()
+        new = _gunicorn.inspect_master(self.new_pid)
+        if new is None or new.info.ppid != self.before.pid:
+            self.fail_new_generation('exited before its workers booted')
+        exit_code, _cause = self.log_verdict()
+        if exit_code in _gunicorn.EXIT_REASONS:
+            self.abort('its workers exited with code %d' % exit_code)
+        self.new = new
+        workers = frozenset(new.workers)
+        if workers != self.seen_workers:
+            self.seen_workers = workers
+            self.stable_since = time.monotonic()
+        if not workers or len(new.booted()) != len(workers):
+            return None
+        if len(workers) >= len(self.old_workers) or time.monotonic() - self.stable_since >= SETTLE_SECONDS:
+            return new
+        return None
+
+    def describe_new_not_ready(self):
+        if self.new is None:
+            return 'new master %d has no workers yet' % self.new_pid
+        waiting = sorted(pid for pid, ready in self.new.workers.items() if not ready)
+        return 'new master %d: workers not booted: %s' % (self.new_pid, waiting or 'none started')
+
+    # ------------------------------------------------------------ phase 3: the old master leaves, the new one is promoted
+
+    def probe_promoted(self):
+        new = _gunicorn.inspect_master(self.new_pid)
+        if new is None or not _gunicorn.same_process(self.new):
+            details, cause = self.failure_details()
+            raise ReloadFailedWith('the new master %d exited after the old master %d was told to stop: check the '
+                                   'service, it may be down. Cause: %s' % (self.new_pid, self.before.pid, self.cause_text(cause)),
+                                   details)
+        self.new = new
+        if _gunicorn.same_process(self.before):
+            return None
+        try:
+            named = _gunicorn.read_pidfile('pidfile', self.pidfile)
+        except _gunicorn.GunicornError:
+            return None  # between the old master's unlink and the new master's rename
+        if named != self.new_pid or os.path.exists(self.pidfile + '.2'):
+            return None
+        if not new.workers or len(new.booted()) != len(new.workers):
+            return None
+        return new
+
+    def describe_not_promoted(self):
+        if _gunicorn.same_process(self.before):
+            return ('old master %d is still stopping (its workers finish their requests, up to gunicorn\'s '
+                    'graceful_timeout); the new master %d serves' % (self.before.pid, self.new_pid))
+        return 'new master %d not promoted: pidfile=%s does not name it yet' % (self.new_pid, self.pidfile)
+
+    # ------------------------------------------------------------ failure handling
+
+    def old_master_view(self):
+        current = _gunicorn.inspect_master(self.before.pid) if _gunicorn.same_process(self.before) else None
+        if current is None:
+            details, cause = self.failure_details()
+            raise ReloadFailedWith('the old gunicorn master %d exited during the upgrade; check the service. Cause: %s'
+                                   % (self.before.pid, self.cause_text(cause)), details)
+        self.last = current
+        return current
+
+    def fail_new_generation(self, how):
+        """The new master is gone: make sure the old one still serves, and fail with the cause."""
+        details, cause = self.failure_details()
+        old = self.old_master_view()
+        raise ReloadFailedWith(
+            'upgrade failed: the new master%s %s%s. Cause: %s. The old master %d still serves with workers %s; '
+            'nothing was replaced' % (' %d' % self.new_pid if self.new_pid else '', how, self.clear_upgrade_pidfile(),
+                                      self.cause_text(cause), old.pid, sorted(old.workers)),
+            details)
+
+    def clear_upgrade_pidfile(self):
+        """Remove ``<pidfile>.2`` when it names the new master and that one is dead (gunicorn 27 leaves it)."""
+        path = self.pidfile + '.2'
+        if not self.new_pid or _gunicorn.is_running(self.new_pid):
+            return ''
+        try:
+            if _gunicorn.read_pidfile('pidfile', path) != self.new_pid:
+                return ''
+            os.unlink(path)
+        except (_gunicorn.GunicornError, OSError):
+            return ''
+        return '; removed %s, left behind by the dead new master' % path
+
+    def abort(self, why):
+        """Stop the new generation (TERM, then QUIT), keep the old master, and fail."""
+        new = self.new or _gunicorn.inspect_master(self.new_pid)
+        stopped = 'it had exited'
+        if new is not None and new.info.ppid == self.before.pid:
+            self.send(new, signal.SIGTERM)
+            stopped = 'stopped it (TERM)'
+            if not wait_gone(new, ABORT_GRACE_SECONDS, self.poll_interval):
+                self.send(new, signal.SIGQUIT)
+                stopped = 'stopped it (TERM, then QUIT after %ds)' % ABORT_GRACE_SECONDS
+                if not wait_gone(new, ABORT_QUIT_SECONDS, self.poll_interval):
+                    stopped = 'told it to stop (TERM, QUIT) but it is still running'
+        details, cause = self.failure_details()
+        old = self.old_master_view()
+        raise ReloadFailedWith(
+            'upgrade aborted, new master %d: %s; %s%s. Cause: %s. The old master %d still serves with workers %s'
+            % (self.new_pid, why, stopped, self.clear_upgrade_pidfile(), self.cause_text(cause),
+               old.pid, sorted(old.workers)),
+            details)
+
+
+class ReloadFailedWith(ReloadFailed):
+    def __init__(self, message, details):
+        super(ReloadFailedWith, self).__init__(message)
+        self.details = details
+
+
+def wait_gone(master, seconds, interval):
+    deadline = Deadline(seconds)
+    while _gunicorn.same_process(master):
+        if deadline.expired():
+            return False
+        time.sleep(min(interval, deadline.remaining()))
+    return True
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            pidfile=dict(type='path', required=True),
+            mode=dict(type='str', default='hup', choices=['hup', 'upgrade']),
+            wait=dict(type='bool', default=True),
+            timeout=dict(type='float', default=300),
+            poll_interval=dict(type='float', default=0.1),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    mode = params['mode']
+    pidfile = params['pidfile']
+    result = dict(changed=False, mode=mode, signals=[], elapsed=0.0)
+    if params['timeout'] <= 0:
+        module.fail_json(msg='timeout=%s: must be positive' % params['timeout'], **result)
+    if params['poll_interval'] <= 0:
+        module.fail_json(msg='poll_interval=%s: must be positive' % params['poll_interval'], **result)
+
+    try:
+        master = _gunicorn.identify_master(pidfile)
+        result.update(master_pid_before=master.pid, master_pid=master.pid, workers_before=sorted(master.workers))
+        pending = _gunicorn.pending_upgrade(master, pidfile)
+        if pending:
+            raise _gunicorn.GunicornError(pending)
+        if mode == 'upgrade':
+            stale = _gunicorn.stale_upgrade_pidfile(pidfile)
+            if stale:
+                raise _gunicorn.GunicornError(stale)
+        if not master.workers:
+            raise _gunicorn.GunicornError('pidfile=%s names %s, a gunicorn master without workers (starting or '
+                                          'stopping)' % (pidfile, master.describe()))
+    except _gunicorn.GunicornError as exc:
+        module.fail_json(msg='%s; nothing was signalled' % exc, **result)
+
+    result['changed'] = True
+    signal_name = 'USR2' if mode == 'upgrade' else 'HUP'
+    if module.check_mode:
+        result['msg'] = 'would send %s to gunicorn master %d (pidfile=%s)%s' % (
+            signal_name, master.pid, pidfile, ' and wait for proof' if params['wait'] else '')
+        module.exit_json(**result)
+
+    driver = (UpgradeReload if mode == 'upgrade' else HupReload)(module, master)
+    try:
+        final = driver.run(params['wait'])
+    except ReloadFailedWith as exc:
+        finish(result, driver)
+        result.update(exc.details)
+        module.fail_json(msg='%s failed after %.1fs: %s' % (mode, result['elapsed'], exc), **result)
+    except ReloadFailed as exc:
+        finish(result, driver)
+        module.fail_json(msg='%s failed after %.1fs: %s' % (mode, result['elapsed'], exc), **result)
+    except WaitTimeout as exc:
+        finish(result, driver)
+        details, _cause = driver.failure_details()
+        result.update(details)
+        module.fail_json(msg='%s not complete after timeout=%ss: %s' % (mode, params['timeout'], exc), **result)
+    except (OSError, _gunicorn.GunicornError) as exc:
+        finish(result, driver)
+        module.fail_json(msg='%s failed after %.1fs: %s' % (mode, result['elapsed'], exc), **result)
+
+    finish(result, driver)
+    if final is None:
+        result['msg'] = 'HUP sent to gunicorn master %d; not waiting for proof' % master.pid
+    elif not params['wait']:
+        result.update(master_pid=final.pid, workers_after=sorted(final.workers))
+        result['msg'] = ('new master %d booted %d workers; TERM sent to the old master %d; not waiting for it to '
+                         'drain and for the promotion' % (final.pid, len(final.workers), master.pid))
+    else:
+        result.update(master_pid=final.pid, workers_after=sorted(final.workers), completed_at=time.time())
+        if mode == 'upgrade':
+            result['msg'] = 'upgrade complete, master %d -> %d, %d workers booted in %.2fs' % (
+                master.pid, final.pid, len(final.workers), result['elapsed'])
+        else:
+            result['msg'] = 'hup complete, master %d, %d workers replaced and booted in %.2fs' % (
+                final.pid, len(final.workers), result['elapsed'])
+    module.exit_json(**result)
+
+
+def finish(result, driver):
+    result['signals'] = list(driver.signals)
+    result['elapsed'] = round(driver.deadline.elapsed(), 3) if driver.deadline else 0.0
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,208 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""A gunicorn master and its workers as a fake /proc tree, moved along by the signals it gets.
+
+The tree has what the modules read: stat (with start time), cmdline, environ,
+fd/ symlinks (heartbeat files are real files whose mode marks a boot, like
+gunicorn 20.1's fchmod), fdinfo/, task/PID/children and uptime. Each call of
+``step()`` moves the simulated gunicorn one observable state further, the way
+the real one changes between two polls.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import signal
+
+ARGV = ['/srv/app/venv/bin/python3', '/srv/app/venv/bin/gunicorn', '-c', '/srv/app/gunicorn.conf.py', 'app:app']
+
+
+class FakeGunicorn:
+
+    def __init__(self, root, workers=3, broken=False, never_ready=False, pidfile_arg=None):
+        self.root = root
+        self.proc = root / 'proc'
+        self.tmp = root / 'tmp'
+        self.proc.mkdir()
+        self.tmp.mkdir()
+        (self.proc / 'uptime').write_text('1000.00 900.00\n')
+        self.pidfile = root / 'gunicorn.pid'
+        self.log = root / 'gunicorn.log'
+        self.log.write_text('[2026-11-22 10:00:00 +0000] [100] [INFO] Listening at: http://127.0.0.1:8000 (100)\n')
+        self.count = workers
+        self.broken = broken
+        self.never_ready = never_ready
+        self.argv = list(ARGV) + (['--pid', pidfile_arg] if pidfile_arg else [])
+        self.next_pid = 200
+        self.processes = {}
+        self.kills = []
+        self.pending = []  # steps still to happen, each a callable
+        self.master = self.spawn_master(100, ppid=1, environ={})
+        for _ in range(workers):
+            self.spawn_worker(self.master, booted=True)
+        self.pidfile.write_text('%d\n' % self.master)
+        self.write()
+
+    # ------------------------------------------------------------ process table
+
+    def add(self, pid, ppid, argv, environ, start):
+        self.processes[pid] = dict(ppid=ppid, argv=argv, environ=environ, start=start, fds={}, children=[])
+        if ppid in self.processes:
+            self.processes[ppid]['children'].append(pid)
+        return pid
+
+    def spawn_master(self, pid, ppid, environ):
+        self.add(pid, ppid, self.argv, environ, start=5000 + pid)
+        self.processes[pid]['fds'] = {'0': '/dev/null', '2': str(self.log), '5': 'socket:[777]'}
+        return pid
+
+    def spawn_worker(self, master, booted):
+        pid = self.next_pid
+        self.next_pid += 1
+        self.add(pid, master, self.argv, dict(self.processes[master]['environ']), start=5000 + pid)
+        heartbeat = self.tmp / ('wgunicorn-%d' % pid)
+        heartbeat.write_text('')
+        os.chmod(str(heartbeat), 0o001 if booted else 0o600)
+        fd = str(10 + len(self.processes[master]['fds']))
+        self.processes[master]['fds'][fd] = str(heartbeat)
+        self.processes[pid]['fds'] = {'2': str(self.log), '6': str(heartbeat), '5': 'socket:[777]'}
+        return pid
+
+    def boot(self, pid):
+        os.chmod(str(self.tmp / ('wgunicorn-%d' % pid)), 0o001)
+
+    def remove(self, pid):
+        info = self.processes.pop(pid)
+        parent = self.processes.get(info['ppid'])
+        if parent:
+            parent['children'].remove(pid)
+            parent['fds'] = dict((fd, target) for fd, target in parent['fds'].items()
+                                 if target != str(self.tmp / ('wgunicorn-%d' % pid)))
+        for child in list(info['children']):
+            self.processes[child]['ppid'] = 1
+
+    def workers_of(self, master):
+        return [pid for pid in self.processes.get(master, {}).get('children', [])
+                if self.processes[pid]['environ'].get('GUNICORN_PID') != str(master)]
+
+    def write(self):
+        for entry in self.proc.iterdir():
+            if entry.name.isdigit():
+                shutil.rmtree(str(entry))
+        for pid, info in self.processes.items():
+            base = self.proc / str(pid)
+            (base / 'fd').mkdir(parents=True)
+            (base / 'fdinfo').mkdir()
+            (base / 'task' / str(pid)).mkdir(parents=True)
+            fields = ['S', str(info['ppid'])] + ['0'] * 17 + [str(info['start'])] + ['0'] * 10
+            (base / 'stat').write_text('%d (gunicorn) %s\n' % (pid, ' '.join(fields)))
+            (base / 'cmdline').write_bytes(b'\0'.join(a.encode() for a in info['argv']) + b'\0')
+            (base / 'environ').write_bytes(b''.join(('%s=%s\0' % kv).encode() for kv in info['environ'].items()))
+            (base / 'task' / str(pid) / 'children').write_text(' '.join(str(c) for c in info['children']))
+            for fd, target in info['fds'].items():
+                os.symlink(target, str(base / 'fd' / fd))
+                (base / 'fdinfo' / fd).write_text('pos:\t0\nflags:\t0102001\n')
+
+    # ------------------------------------------------------------ signals and time
+
+    def kill(self, pid, sig):
+        self.kills.append((pid, sig))
+        if pid not in self.processes:
+            raise OSError(3, 'No such process')
+        if sig == 0:
+            return
+        handler = {signal.SIGHUP: self.on_hup, signal.SIGUSR2: self.on_usr2,
+                   signal.SIGTERM: self.on_term, signal.SIGQUIT: self.on_term}.get(sig)
+        if handler:
+            handler(pid)
+
+    def step(self):
+        if self.pending:
+            self.pending.pop(0)()
+            self.write()
+
+    def logs(self, *lines):
+        with open(str(self.log), 'a') as handle:
+            for line in lines:
+                handle.write('[2026-11-22 10:00:01 +0000] [%d] [ERROR] %s\n' % (self.master, line))
+
+    def on_hup(self, pid):
+        old = self.workers_of(pid)
+
+        def spawn():
+            for _ in range(self.count):
+                self.spawn_worker(pid, booted=False)
+
+        def retire():
+            for worker in old:
+                self.remove(worker)
+            if self.broken:
+                for worker in self.workers_of(pid):
+                    self.remove(worker)
+                self.logs('RuntimeError: release 2 is broken', 'Worker (pid:%d) exited with code 3.' % self.next_pid)
+                self.processes[pid]['fds'].pop('5')
+
+        def boot():
+            if self.broken:
+                self.remove(pid)
+                return
+            for worker in self.workers_of(pid):
+                self.boot(worker)
+
+        self.pending += [spawn, retire, boot]
+
+    def on_usr2(self, pid):
+        if self.upgrade_child(pid):
+            return  # gunicorn: "USR2 signal ignored. Child exists."
+
+        def fork():
+            new = self.spawn_master(self.next_pid, ppid=pid, environ={'GUNICORN_PID': str(pid)})
+            self.next_pid += 1
+            for _ in range(self.count):
+                self.spawn_worker(new, booted=False)
+            (self.root / 'gunicorn.pid.2').write_text('%d\n' % new)
+
+        def boot():
+            new = self.upgrade_child(pid)
+            if self.broken:
+                for worker in self.workers_of(new):
+                    self.remove(worker)
+                self.logs('RuntimeError: release 2 is broken', 'Worker (pid:%d) exited with code 3.' % new)
+                self.pending.append(lambda: self.remove(new))  # gunicorn 27 dies and leaves the .2 file
+            elif not self.never_ready:
+                for worker in self.workers_of(new):
+                    self.boot(worker)
+
+        self.pending += [fork, boot]
+
+    def on_term(self, pid):
+        def leave():
+            for worker in self.workers_of(pid):
+                self.remove(worker)
+            info = self.processes[pid]
+            successor = self.upgrade_child(pid)
+            self.remove(pid)
+            if info['environ'].get('GUNICORN_PID') == str(info['ppid']):
+                return  # an aborted new master
+            if self.pidfile.exists() and self.pidfile.read_text().strip() == str(pid):
+                self.pidfile.unlink()
+            if successor:
+                self.pending.append(lambda: self.promote(successor))
+
+        self.pending.append(leave)
+
+    def promote(self, pid):
+        # /proc/PID/environ keeps GUNICORN_PID after promotion: gunicorn only deletes it from os.environ.
+        os.rename(str(self.root / 'gunicorn.pid.2'), str(self.pidfile))
+        self.master = pid
+
+    def upgrade_child(self, pid):
+        for child in self.processes.get(pid, {}).get('children', []):
+            if self.processes[child]['environ'].get('GUNICORN_PID') == str(pid):
+                return child
+        return None

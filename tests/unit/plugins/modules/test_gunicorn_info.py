@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import signal
+
+import pytest
+
+from ansible_collections.graceful.wsgi.plugins.modules import gunicorn_info
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
+    AnsibleExitJson, AnsibleFailJson, set_module_args)
+
+
+@pytest.fixture
+def gunicorn(tmp_path, monkeypatch):
+    fake = FakeGunicorn(tmp_path)
+    monkeypatch.setattr(_gunicorn, 'PROC', str(fake.proc))
+    monkeypatch.setattr(os, 'kill', fake.kill)
+    return fake
+
+
+def run(fake):
+    with set_module_args(dict(pidfile=str(fake.pidfile))):
+        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as caught:
+            gunicorn_info.main()
+    return caught.value.args[0], isinstance(caught.value, AnsibleFailJson)
+
+
+def test_reports_master_workers_and_no_upgrade(gunicorn):
+    result, failed = run(gunicorn)
+    assert not failed and not result['changed']
+    assert result['master_pid'] == 100
+    assert result['master_age'] == pytest.approx(1000 - 5100 / float(os.sysconf('SC_CLK_TCK')), abs=0.01)
+    assert [w['pid'] for w in result['workers']] == sorted(gunicorn.workers_of(100))
+    assert all(w['booted'] for w in result['workers']) and result['workers_booted'] == 3
+    assert result['log_files'] == [str(gunicorn.log)]
+    assert result['upgrade']['pending'] is False and result['upgrade']['pidfile_present'] is False
+    assert gunicorn.kills == []
+
+
+def test_reports_a_pending_upgrade_with_its_workers_not_booted(gunicorn):
+    os.kill(100, signal.SIGUSR2)
+    gunicorn.step()
+    new_master = gunicorn.upgrade_child(100)
+    result, failed = run(gunicorn)
+    assert not failed
+    upgrade = result['upgrade']
+    assert upgrade['pending'] and upgrade['new_master_pid'] == new_master
+    assert upgrade['pidfile_present'] and upgrade['pidfile_pid'] == new_master and not upgrade['pidfile_stale']
+    assert [w['booted'] for w in upgrade['new_workers']] == [False, False, False]
+
+
+def test_flags_a_stale_upgrade_pidfile(gunicorn):
+    (gunicorn.root / 'gunicorn.pid.2').write_text('4242\n')
+    result, failed = run(gunicorn)
+    assert not failed
+    assert result['upgrade']['pidfile_stale'] and not result['upgrade']['pending']
+
+
+def test_fails_naming_the_pidfile_when_it_is_stale(gunicorn):
+    gunicorn.pidfile.write_text('999\n')
+    result, failed = run(gunicorn)
+    assert failed and result['msg'] == 'pidfile=%s names pid 999, which is not running (stale pidfile)' % gunicorn.pidfile
