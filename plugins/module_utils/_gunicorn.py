@@ -38,6 +38,8 @@ PROC = '/proc'
 HEARTBEAT_PREFIX = 'wgunicorn-'
 UPGRADE_ENV = 'GUNICORN_PID'
 EXIT_REASONS = {3: 'a worker failed to boot', 4: 'the application failed to load'}
+# What the master logs as "Reason:" when it halts for those exit codes (gunicorn 20.1 logs only this).
+HALT_REASONS = {'Worker failed to boot.': 3, 'App failed to load.': 4}
 
 # fchmod-style heartbeats leave the owner's rw bits; utime-style ones put mtime this far before ctime.
 _HEARTBEAT_MODES = (0, 1)
@@ -496,6 +498,8 @@ def summarize_log(lines):
         bare = _LOG_PREFIX.sub('', line).strip()
         if _EXCEPTION_LINE.match(bare) or bare.startswith('Error: '):
             error = bare
+    if exit_code is None:
+        exit_code = HALT_REASONS.get(reason)
     parts = []
     if error:
         parts.append(error)

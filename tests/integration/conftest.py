@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: the collection installed as users install it, and real uWSGI."""
+"""Fixtures for integration tests: the collection installed as users install it, real uWSGI and gunicorn."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.ansible_runner import PlaybookRunner, install_collection
+from tests.support.gunicorn_instance import GunicornInstance, gunicorn_version
+from tests.support.server_venvs import GUNICORN_LOCKS, gunicorn_bin
 from tests.support.loadgen import LoadGenerator, LoadResult
 from tests.support.uwsgi_instance import UwsgiInstance, poll_until
 
@@ -50,6 +52,51 @@ def reload_under_load(ansible: PlaybookRunner, uwsgi: UwsgiInstance):
             poll_until(lambda: sum(w["requests"] for w in uwsgi.workers()) >= 300, 20, "warm-up traffic")
             uwsgi.set_release(release, broken=broken)
             outcome = ansible.run_module("uwsgi_reload", args)
+        finally:
+            result = load.stop()
+        return outcome, result
+
+    return run
+
+
+# -- gunicorn -----------------------------------------------------------------
+
+GUNICORN_VERSIONS = tuple(GUNICORN_LOCKS)
+
+
+@pytest.fixture(scope="session")
+def gunicorn_bins() -> dict[str, Path]:
+    bins = {version: gunicorn_bin(version) for version in GUNICORN_VERSIONS}
+    for version, path in bins.items():
+        found = ".".join(str(part) for part in gunicorn_version(path))
+        assert found == version, f"{path} is gunicorn {found}, expected {version}: delete it to rebuild it"
+    return bins
+
+
+@pytest.fixture(params=GUNICORN_VERSIONS, ids=lambda version: f"gunicorn-{version}")
+def gunicorn(request, gunicorn_bins: dict[str, Path], tmp_path: Path):
+    instance = GunicornInstance(tmp_path / "gunicorn", gunicorn_bins[request.param], workers=4, threads=2,
+                                import_delay=0.3)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def gunicorn_reload_under_load(ansible: PlaybookRunner, gunicorn: GunicornInstance):
+    """Ship a release and run gunicorn_reload while >= 5,000 requests (concurrency 10, slow ones in flight) go through."""
+
+    def run(args: dict, release: str = "v2", broken: bool = False) -> tuple[dict, LoadResult]:
+        load = LoadGenerator(gunicorn.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
+                             min_requests=5000, max_requests=150000, max_seconds=120)
+        load.start()
+        try:
+            # Let traffic and the slow requests get going before the release ships.
+            poll_until(lambda: load.fast_completed >= 300, 20, "warm-up traffic")
+            gunicorn.set_release(release, broken=broken)
+            outcome = ansible.run_module("gunicorn_reload", {"pidfile": str(gunicorn.pidfile), **args})
         finally:
             result = load.stop()
         return outcome, result

@@ -259,6 +259,12 @@ class LoadGenerator:
         self._started_at: float | None = None
         self.result: LoadResult | None = None
 
+    @property
+    def fast_completed(self) -> int:
+        """Fast requests answered so far (tests wait on it to let traffic warm up)."""
+        with self._lock:
+            return self._fast_completed
+
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:

@@ -169,7 +169,7 @@ ModuleNotFoundError: No module named 'flask'
 def test_summarize_log():
     assert _gunicorn.summarize_log(LOG_27.splitlines()) == (3, 'RuntimeError: release 2 is broken; a worker failed to boot')
     assert _gunicorn.summarize_log(LOG_20.splitlines()) == (
-        None, "ModuleNotFoundError: No module named 'flask'; gunicorn: Worker failed to boot.")
+        3, "ModuleNotFoundError: No module named 'flask'; gunicorn: Worker failed to boot.")
     assert _gunicorn.summarize_log(['Error: No module named myconf']) == (None, 'Error: No module named myconf')
     assert _gunicorn.summarize_log(['[x] [1] [INFO] Booting worker with pid: 5']) == (None, None)
 

@@ -43,7 +43,7 @@ class FakeGunicorn:
         self.kills = []
         self.pending = []  # steps still to happen, each a callable
         self.master = self.spawn_master(100, ppid=1, environ={})
-        for _ in range(workers):
+        for dummy in range(workers):
             self.spawn_worker(self.master, booted=True)
         self.pidfile.write_text('%d\n' % self.master)
         self.write()
@@ -135,7 +135,7 @@ class FakeGunicorn:
         old = self.workers_of(pid)
 
         def spawn():
-            for _ in range(self.count):
+            for dummy in range(self.count):
                 self.spawn_worker(pid, booted=False)
 
         def retire():
@@ -163,7 +163,7 @@ class FakeGunicorn:
         def fork():
             new = self.spawn_master(self.next_pid, ppid=pid, environ={'GUNICORN_PID': str(pid)})
             self.next_pid += 1
-            for _ in range(self.count):
+            for dummy in range(self.count):
                 self.spawn_worker(new, booted=False)
             (self.root / 'gunicorn.pid.2').write_text('%d\n' % new)
 
