@@ -50,6 +50,8 @@ _PYTHON_OPTIONS_WITH_VALUE = ('-W', '-X', '-Q')
 _VERSION_INFO = re.compile(r'^version_info\s*=\s*\(([0-9,\s]+)\)', re.MULTILINE)
 _EXIT_CODE = re.compile(r'Worker \(pid:\s*(\d+)\) exited with code (-?\d+)')
 _REASON = re.compile(r'Reason: (.+)$')
+# A master that crashes while halting (a second worker's exit raises again) leaves only its traceback.
+_HALT_SERVER = re.compile(r"HaltServer '([^']+)' (\d+)>")
 _EXCEPTION_LINE = re.compile(r'^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*')
 _LOG_PREFIX = re.compile(r'^\[[^\]]*\] \[\d+\] \[[A-Z]+\] ')
 
@@ -289,6 +291,15 @@ def is_running(pid, proc_root=None):
     return _proc.is_alive(pid, proc_root or PROC)
 
 
+def is_gone(master, proc_root=None):
+    """Whether ``master``'s process has exited (a zombie counts; a PID reused since counts too).
+
+    Not the negation of same_process(): an exiting process loses its command line before it dies.
+    """
+    proc_root = proc_root or PROC
+    return _proc.read_process(master.pid, proc_root) is None or start_ticks(master.pid, proc_root) != master.started
+
+
 def same_process(master, proc_root=None):
     """Whether ``master``'s PID still belongs to the process we inspected (not reused since)."""
     proc_root = proc_root or PROC
@@ -478,7 +489,7 @@ def shows_exit(lines):
     """Whether log lines show a master shutting down on an error (boot failure, bad configuration)."""
     for line in lines:
         bare = _LOG_PREFIX.sub('', line).strip()
-        if _EXIT_CODE.search(line) or bare.startswith('Reason: ') or bare.startswith('Error: '):
+        if _EXIT_CODE.search(line) or _HALT_SERVER.search(line) or bare.startswith(('Reason: ', 'Error: ')):
             return True
     return False
 
@@ -495,6 +506,9 @@ def summarize_log(lines):
         match = _REASON.search(line)
         if match:
             reason = match.group(1).strip()
+        match = _HALT_SERVER.search(line)
+        if match:
+            reason, exit_code = match.group(1), int(match.group(2))
         bare = _LOG_PREFIX.sub('', line).strip()
         if _EXCEPTION_LINE.match(bare) or bare.startswith('Error: '):
             error = bare
@@ -504,7 +518,7 @@ def summarize_log(lines):
     if error:
         parts.append(error)
     if reason:
-        parts.append('gunicorn: %s' % reason)
+        parts.append('gunicorn: %s' % reason.rstrip('.'))
     elif exit_code in EXIT_REASONS:
         parts.append(EXIT_REASONS[exit_code])
     return exit_code, '; '.join(parts) or None

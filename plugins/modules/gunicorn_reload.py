@@ -370,7 +370,7 @@ class UpgradeReload(Reload):
                                    'service, it may be down. Cause: %s' % (self.new_pid, self.before.pid, self.cause_text(cause)),
                                    details)
         self.new = new
-        if _gunicorn.same_process(self.before):
+        if not _gunicorn.is_gone(self.before):
             return None
         try:
             named = _gunicorn.read_pidfile('pidfile', self.pidfile)
@@ -383,7 +383,7 @@ class UpgradeReload(Reload):
         return new
 
     def describe_not_promoted(self):
-        if _gunicorn.same_process(self.before):
+        if not _gunicorn.is_gone(self.before):
             return ('old master %d is still stopping (its workers finish their requests, up to gunicorn\'s '
                     'graceful_timeout); the new master %d serves' % (self.before.pid, self.new_pid))
         return 'new master %d not promoted: pidfile=%s does not name it yet' % (self.new_pid, self.pidfile)
@@ -410,17 +410,19 @@ class UpgradeReload(Reload):
             details)
 
     def clear_upgrade_pidfile(self):
-        """Remove ``<pidfile>.2`` when it names the new master and that one is dead (gunicorn 27 leaves it)."""
+        """Remove ``<pidfile>.2`` left by a dead new master (gunicorn crashes while halting and leaves it)."""
         path = self.pidfile + '.2'
-        if not self.new_pid or _gunicorn.is_running(self.new_pid):
+        try:
+            named = _gunicorn.read_pidfile('pidfile', path)
+        except _gunicorn.GunicornError:
+            return ''
+        if _gunicorn.is_running(named) or (self.new_pid and named != self.new_pid):
             return ''
         try:
-            if _gunicorn.read_pidfile('pidfile', path) != self.new_pid:
-                return ''
             os.unlink(path)
-        except (_gunicorn.GunicornError, OSError):
+        except OSError:
             return ''
-        return '; removed %s, left behind by the dead new master' % path
+        return '; removed %s, left behind by the dead new master %d' % (path, named)
 
     def abort(self, why):
         """Stop the new generation (TERM, then QUIT), keep the old master, and fail."""
@@ -451,7 +453,7 @@ class ReloadFailedWith(ReloadFailed):
 
 def wait_gone(master, seconds, interval):
     deadline = Deadline(seconds)
-    while _gunicorn.same_process(master):
+    while not _gunicorn.is_gone(master):
         if deadline.expired():
             return False
         time.sleep(min(interval, deadline.remaining()))

@@ -95,11 +95,11 @@ def test_upgrade_to_a_broken_release_keeps_the_old_master_serving(gunicorn_reloa
     assert run["seconds"] < 15, "a release that cannot boot must fail within seconds, not at the timeout"
     assert "ImportError: release v2-broken is broken" in run["msg"]
     assert f"The old master {master} still serves with workers {sorted(workers)}" in run["msg"]
-    assert run["exit_code"] == 3
+    assert run.get("exit_code") == 3, (run["msg"], run.get("log_tail"))
     assert run["signals"][0] == f"USR2 {master}" and f"TERM {master}" not in run["signals"]
     assert_no_failed_requests(result)
     assert gunicorn.master_pid() == master
-    assert not gunicorn.pidfile.with_name(gunicorn.pidfile.name + ".2").exists()
+    assert not gunicorn.pidfile.with_name(gunicorn.pidfile.name + ".2").exists(), run["msg"]
     assert_serves_only(gunicorn, master, workers, "v1")
     assert not gunicorn.upgrade_children(master), "nothing of the new generation is left"
 

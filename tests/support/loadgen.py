@@ -13,6 +13,7 @@ started after the reload finished").
 
 from __future__ import annotations
 
+import bisect
 import http.client
 import json
 import math
@@ -264,6 +265,21 @@ class LoadGenerator:
         """Fast requests answered so far (tests wait on it to let traffic warm up)."""
         with self._lock:
             return self._fast_completed
+
+    def responses_since(self, after: float) -> list[Response]:
+        """Responses recorded so far for requests started at or after
+        ``after`` (a monotonic timestamp), in no particular order.
+
+        Safe to call while the load runs (a benchmark watches new workers
+        answer before moving on); requests still in flight are not included.
+        """
+        found: list[Response] = []
+        for sink in list(self._per_thread_responses):
+            # Each client records its requests one after the other, so every
+            # sink is in t_start order; a concurrent append only adds to the end.
+            start = bisect.bisect_left(sink, after, key=lambda r: r.t_start)
+            found.extend(sink[start:])
+        return found
 
     # -- lifecycle -----------------------------------------------------------
 

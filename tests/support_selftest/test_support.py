@@ -82,6 +82,22 @@ def test_steady_load_has_no_failures_and_keeps_slow_requests_in_flight(
 
 
 @pytest.mark.timeout(60)
+def test_responses_since_shows_the_running_load(instance: UwsgiInstance) -> None:
+    load = LoadGenerator(instance.base_url, min_requests=0, max_seconds=30)
+    load.start()
+    poll_until(lambda: load.fast_completed >= 200, 20, "first responses")
+    mark = time.monotonic()
+    poll_until(lambda: load.fast_completed >= 600, 20, "more responses")
+    live = load.responses_since(mark)
+    result = load.stop()
+
+    assert live, result.summary()
+    assert all(r.t_start >= mark for r in live)
+    assert set(live) <= set(result.responses)
+    assert len(live) < result.total
+
+
+@pytest.mark.timeout(60)
 def test_sampler_reaches_every_worker(instance: UwsgiInstance) -> None:
     pids = instance.worker_pids()
     assert len(pids) == WORKERS

@@ -166,10 +166,19 @@ ModuleNotFoundError: No module named 'flask'
 '''
 
 
+LOG_HALT_CRASH = '''ImportError: release v2-broken is broken
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/gunicorn/arbiter.py", line 224, in run
+gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>
+'''
+
+
 def test_summarize_log():
+    assert _gunicorn.summarize_log(LOG_HALT_CRASH.splitlines()) == (
+        3, 'ImportError: release v2-broken is broken; gunicorn: Worker failed to boot')
     assert _gunicorn.summarize_log(LOG_27.splitlines()) == (3, 'RuntimeError: release 2 is broken; a worker failed to boot')
     assert _gunicorn.summarize_log(LOG_20.splitlines()) == (
-        3, "ModuleNotFoundError: No module named 'flask'; gunicorn: Worker failed to boot.")
+        3, "ModuleNotFoundError: No module named 'flask'; gunicorn: Worker failed to boot")
     assert _gunicorn.summarize_log(['Error: No module named myconf']) == (None, 'Error: No module named myconf')
     assert _gunicorn.summarize_log(['[x] [1] [INFO] Booting worker with pid: 5']) == (None, None)
 
@@ -177,6 +186,7 @@ def test_summarize_log():
 def test_shows_exit():
     assert _gunicorn.shows_exit(LOG_27.splitlines())
     assert _gunicorn.shows_exit(LOG_20.splitlines())
+    assert _gunicorn.shows_exit(LOG_HALT_CRASH.splitlines()[-1:])
     assert not _gunicorn.shows_exit(['[2026-11-22 11:45:30 +0000] [3743] [INFO] Handling signal: usr2'])
 
 

@@ -27,22 +27,18 @@ def make_fake(tmp_path, monkeypatch, **kwargs):
     fake = FakeGunicorn(tmp_path, **kwargs)
     monkeypatch.setattr(_gunicorn, 'PROC', str(fake.proc))
     monkeypatch.setattr(os, 'kill', fake.kill)
-    real_inspect = _gunicorn.inspect_master
-
-    def inspect_and_step(pid, proc_root=None):
-        fake.step()
-        return real_inspect(pid, proc_root)
-
-    monkeypatch.setattr(_gunicorn, 'inspect_master', inspect_and_step)
-    real_same = _gunicorn.same_process
-
-    def same_and_step(master, proc_root=None):
-        fake.step()
-        return real_same(master, proc_root)
-
-    monkeypatch.setattr(_gunicorn, 'same_process', same_and_step)
+    # The simulated gunicorn moves one state further at every look the module takes at /proc.
+    for name in ('inspect_master', 'same_process', 'is_gone'):
+        monkeypatch.setattr(_gunicorn, name, stepping(fake, getattr(_gunicorn, name)))
     monkeypatch.setattr(gunicorn_reload, 'ABORT_GRACE_SECONDS', 0.5)
     return fake
+
+
+def stepping(fake, look):
+    def step_then_look(*args, **kwargs):
+        fake.step()
+        return look(*args, **kwargs)
+    return step_then_look
 
 
 def run(fake, check_mode=False, **args):
@@ -117,6 +113,22 @@ def test_upgrade_with_a_broken_release_keeps_the_old_master(tmp_path, monkeypatc
     # gunicorn 27 leaves the dead new master's pidfile behind; the module removes it.
     assert not (tmp_path / 'gunicorn.pid.2').exists()
     assert 'removed %s.2, left behind by the dead new master' % fake.pidfile in result['msg']
+
+
+def test_a_new_master_that_died_unseen_leaves_no_upgrade_pidfile(tmp_path, monkeypatch):
+    fake = make_fake(tmp_path, monkeypatch, broken=True)
+    real_inspect = _gunicorn.inspect_master
+
+    def miss_the_new_master(pid, proc_root=None):
+        while fake.pending:  # everything happens between two polls
+            fake.step()
+        return real_inspect(pid, proc_root)
+
+    monkeypatch.setattr(_gunicorn, 'inspect_master', miss_the_new_master)
+    result, failed = run(fake, mode='upgrade')
+    assert failed and 'the new master exited before it could be inspected' in result['msg']
+    assert not (tmp_path / 'gunicorn.pid.2').exists()
+    assert 'The old master 100 still serves' in result['msg']
 
 
 def test_upgrade_whose_workers_never_boot_is_aborted_at_the_timeout(tmp_path, monkeypatch):
