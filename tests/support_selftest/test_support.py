@@ -329,7 +329,7 @@ def test_gunicorn_stop_during_usr2_overlap_stops_both_masters(
     session = gunicorn.session_id
     assert session is not None
     old_master = pidfile_master(gunicorn)
-    new_master, _ = usr2_upgrade(gunicorn, "v2")
+    new_master = usr2_upgrade(gunicorn, "v2")[0]
 
     gunicorn.stop()
 
