@@ -1,4 +1,4 @@
-# graceful.wsgi: `make demo` (a local uWSGI under load, reloaded by the module) and `make test` (everything).
+# graceful.wsgi: `make demo` (a local uWSGI and a gunicorn under load, reloaded by the modules) and `make test` (everything).
 # Works on a bare Debian 12 host as root: missing Debian packages are installed first.
 
 SHELL := /bin/bash
@@ -22,7 +22,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
-	@echo "make demo   - start a local uWSGI under load and compare its reload mechanisms (benchmark table)"
+	@echo "make demo   - start a local uWSGI, then a gunicorn, under load and compare their reload mechanisms (benchmark tables)"
 	@echo "make test   - install what is missing, then lint, sanity, unit, integration and compat tests"
 
 test: deps lint sanity units integration compat
@@ -84,7 +84,7 @@ compat: deps
 	done
 
 benchmark: venv
-	$(BIN)/python benchmarks/uwsgi_reload.py
+	$(BIN)/python benchmarks/reload.py
 
 lock:
 	$(PYTHON) -m venv $(BUILD)/lock && $(BUILD)/lock/bin/pip install --quiet -r requirements/dev.in

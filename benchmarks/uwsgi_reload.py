@@ -24,20 +24,17 @@ non-zero only when a reload did not complete or the instance broke.
 from __future__ import annotations
 
 import argparse
-import bisect
 import gc
 import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +43,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks._common import (  # noqa: E402
+    CLIENT_WINDOW,
+    FAST_CONCURRENCY,
+    OBSERVER_INTERVAL,
+    PLAYBOOK_OVERHEAD_BOUND,
+    WARMUP_REQUESTS,
+    WINDOW_MARGIN,
+    BenchmarkError,
+    ChangeObserver,
+    add_common_arguments,
+    check_common_arguments,
+    describe_load,
+    distinct_pids_per_window,
+    epoch_to_monotonic,
+    fast_served,
+    json_safe,
+    load_json,
+    median,
+    quiet_min,
+)
 from tests.support.ansible_runner import AnsibleRunError, PlaybookRunner, install_collection  # noqa: E402
 from tests.support.loadgen import LoadGenerator, LoadResult  # noqa: E402
 from tests.support.uwsgi_instance import UwsgiInstance, poll_until  # noqa: E402
@@ -53,27 +70,13 @@ from tests.support.uwsgi_instance import UwsgiInstance, poll_until  # noqa: E402
 
 PROCESSES = 4
 THREADS = 2
-FAST_CONCURRENCY = 10
 ROLLING_BATCH = 2
-
-OBSERVER_INTERVAL = 0.01
-CLIENT_WINDOW = 0.2
-# Failures are counted a little beyond the reload window: a connection refused
-# just before the observer saw the trigger's effect still belongs to the reload.
-WINDOW_MARGIN = 0.5
-WARMUP_REQUESTS = 300
 
 TARGET_CHAIN_RATIO = 1.1
 TARGET_ROLLING_RATIO = 0.55
 TARGET_DETECTION_LAG = 0.3
 
-# Beyond the module's own timeout: ansible-playbook start-up on a loaded host.
-PLAYBOOK_OVERHEAD_BOUND = 120.0
 FORKBOMB_MARKER = b"respawning too fast"
-
-
-class BenchmarkError(RuntimeError):
-    """A reload did not complete or the instance broke: the run is invalid."""
 
 
 class Mechanism(NamedTuple):
@@ -91,12 +94,6 @@ MECHANISMS: tuple[Mechanism, ...] = (
         {"mode": "rolling", "max_unavailable": ROLLING_BATCH},
     ),
 )
-
-
-def epoch_to_monotonic(epoch: float) -> float:
-    # The module runs in another process, but on the same host both clocks
-    # are shared, so one offset read here converts its epoch stamps.
-    return epoch - (time.time() - time.monotonic())
 
 
 # -- independent observer of the stats socket ----------------------------------
@@ -125,7 +122,7 @@ def describe_state(state: State | None) -> str:
     )
 
 
-class StatsObserver:
+class StatsObserver(ChangeObserver[State]):
     """Polls the stats socket at a fixed rate and keeps every state change.
 
     Only changes are stored, each stamped with the monotonic time of the poll
@@ -133,110 +130,31 @@ class StatsObserver:
     """
 
     def __init__(self, instance: UwsgiInstance, interval: float = OBSERVER_INTERVAL):
+        super().__init__(self._read_state, "stats observer", interval)
         self._instance = instance
-        self._interval = interval
-        self._cond = threading.Condition()
-        self._times: list[float] = []
-        self._states: list[State] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="stats-observer", daemon=True
-        )
-        # Its timestamps are the benchmark's figures, so its own jitter (the
-        # GIL is shared with the load threads) is reported with them.
-        self._poll_times: list[float] = []
-        self.errors = 0
-        self.crash: BaseException | None = None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-    def _run(self) -> None:
+    def _read_state(self) -> State | None:
         try:
-            next_poll = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    workers = self._instance.workers()
-                except (OSError, ValueError, KeyError):
-                    workers = None
-                seen = time.monotonic()
-                with self._cond:
-                    self._poll_times.append(seen)
-                    if workers is None:
-                        self.errors += 1
-                    else:
-                        state = tuple(
-                            sorted(
-                                WorkerState(
-                                    int(w.get("id", 0)),
-                                    int(w.get("pid", 0)),
-                                    w.get("accepting") == 1,
-                                    bool(w.get("apps")),
-                                )
-                                for w in workers
-                            )
-                        )
-                        if not self._states or state != self._states[-1]:
-                            self._times.append(seen)
-                            self._states.append(state)
-                    self._cond.notify_all()
-                # After a stall (the master busy, the GIL held by the load
-                # threads) resume the schedule instead of firing a burst.
-                next_poll = max(next_poll + self._interval, time.monotonic())
-                self._stop.wait(next_poll - time.monotonic())
-        except (
-            BaseException
-        ) as exc:  # reported by check(); a silent observer would fake results
-            self.crash = exc
-            with self._cond:
-                self._cond.notify_all()
-
-    def check(self) -> None:
-        if self.crash is not None:
-            raise BenchmarkError(f"stats observer crashed: {self.crash!r}")
-        if not self._thread.is_alive():
-            raise BenchmarkError("stats observer is not running")
-
-    @property
-    def polls(self) -> int:
-        return len(self._poll_times)
-
-    def max_gap(self, begin: float = -math.inf, end: float = math.inf) -> float:
-        """Longest time between two polls within [begin, end]: the
-        uncertainty of any time the observer reports there."""
-        with self._cond:
-            lo = max(0, bisect.bisect_left(self._poll_times, begin) - 1)
-            hi = bisect.bisect_right(self._poll_times, end) + 1
-            times = self._poll_times[lo:hi]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
-
-    def state_at(self, t: float) -> State | None:
-        """The state the observer had last seen at monotonic time ``t``."""
-        with self._cond:
-            index = bisect.bisect_right(self._times, t) - 1
-            return self._states[index] if index >= 0 else None
-
-    def latest(self) -> State | None:
-        with self._cond:
-            return self._states[-1] if self._states else None
-
-    def _first_after(self, after: float, predicate: Any) -> float | None:
-        start = bisect.bisect_right(self._times, after)
-        for index in range(start, len(self._times)):
-            if predicate(self._states[index]):
-                return self._times[index]
-        return None
+            workers = self._instance.workers()
+        except (OSError, ValueError, KeyError):
+            return None
+        return tuple(
+            sorted(
+                WorkerState(
+                    int(w.get("id", 0)),
+                    int(w.get("pid", 0)),
+                    w.get("accepting") == 1,
+                    bool(w.get("apps")),
+                )
+                for w in workers
+            )
+        )
 
     def first_change(self, after: float, old_pids: frozenset[int]) -> float | None:
         """When the observer first saw an old worker gone after ``after``."""
-        with self._cond:
-            return self._first_after(
-                after, lambda state: not old_pids <= {w.pid for w in state}
-            )
+        return self.first_after(
+            after, lambda state: not old_pids <= {w.pid for w in state}
+        )
 
     def wait_rollover(
         self, after: float, old_pids: frozenset[int], timeout: float
@@ -249,16 +167,7 @@ class StatsObserver:
                 w.serving and w.pid not in old_pids for w in state
             )
 
-        found: float | None = None
-
-        def ready() -> bool:
-            nonlocal found
-            found = self._first_after(after, replaced)
-            return found is not None or self.crash is not None
-
-        with self._cond:
-            self._cond.wait_for(ready, timeout)
-        self.check()
+        found = self.wait_first(after, replaced, timeout)
         if found is None:
             raise BenchmarkError(
                 f"reload not complete {timeout:.0f}s after the trigger: "
@@ -555,33 +464,6 @@ class Bench:
 # -- analysis ----------------------------------------------------------------------
 
 
-def distinct_pids_per_window(
-    starts: Sequence[float], pids: Sequence[int], begin: float, end: float
-) -> list[int]:
-    """Distinct worker pids that served a fast request started in each full
-    CLIENT_WINDOW between ``begin`` and ``end`` (a partial tail is dropped:
-    too short to give every accepting worker its share of requests)."""
-    counts = []
-    windows = max(1, math.floor((end - begin) / CLIENT_WINDOW))
-    for k in range(windows):
-        lo = bisect.bisect_left(starts, begin + k * CLIENT_WINDOW)
-        hi = bisect.bisect_left(starts, begin + (k + 1) * CLIENT_WINDOW)
-        counts.append(len(set(pids[lo:hi])))
-    return counts
-
-
-def fast_served(load: LoadResult) -> tuple[list[float], list[int]]:
-    """Start times and serving pids of successful fast requests, in start order
-    (LoadResult sorts its responses by t_start)."""
-    starts: list[float] = []
-    pids: list[int] = []
-    for r in load.responses:
-        if r.kind == "fast" and r.ok and r.pid is not None:
-            starts.append(r.t_start)
-            pids.append(r.pid)
-    return starts, pids
-
-
 def analyse(records: list[ReloadRecord], load: LoadResult) -> None:
     starts, pids = fast_served(load)
     for record in records:
@@ -604,36 +486,15 @@ def steady_state_min(
 ) -> int | None:
     """The same client-side count between reloads (from ``begin`` to ``end``):
     what "every worker accepting" looks like from the client under this load."""
-    starts, pids = fast_served(load)
-    edges = [begin]
-    for record in sorted(records, key=lambda r: r.trigger):
-        edges += [record.trigger - WINDOW_MARGIN, record.done + WINDOW_MARGIN]
-    edges.append(end)
-    minima = [
-        min(distinct_pids_per_window(starts, pids, quiet_begin, quiet_end))
-        for quiet_begin, quiet_end in zip(edges[::2], edges[1::2])
-        if quiet_end - quiet_begin >= CLIENT_WINDOW
-    ]
-    return min(minima) if minima else None
+    return quiet_min(
+        load,
+        begin,
+        end,
+        [(r.trigger - WINDOW_MARGIN, r.done + WINDOW_MARGIN) for r in records],
+    )
 
 
 # -- report ------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """NaN is not JSON; a figure that could not be computed is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def _median(values: Iterable[float]) -> float:
-    values = list(values)
-    return statistics.median(values) if values else math.nan
 
 
 def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
@@ -645,7 +506,7 @@ def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
         summary[mechanism.key] = {
             "label": mechanism.label,
             "reloads": len(mine),
-            "seconds_median": _median(seconds),
+            "seconds_median": median(seconds),
             "seconds_min": min(seconds, default=math.nan),
             "seconds_max": max(seconds, default=math.nan),
             "failed": sum(r.failed for r in mine),
@@ -657,7 +518,7 @@ def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
                 ),
                 default=None,
             ),
-            "detection_lag_median": _median(lags) if lags else None,
+            "detection_lag_median": median(lags) if lags else None,
             "detection_lag_max": max(lags) if lags else None,
             "forkbomb_sleeps": sum(r.forkbomb_sleeps for r in mine),
         }
@@ -743,10 +604,7 @@ def print_report(
             f"{check['name']:<22} {value:>8}   target {target:<9} {'PASS' if check['pass'] else 'MISS'}"
         )
     print()
-    print(
-        f"load: {load.total} requests ({load.fast_total} fast, {load.slow_total} slow),"
-        f" failed {load.failed}, {load.requests_per_second:.0f} req/s over {load.duration:.1f}s"
-    )
+    print(describe_load(load))
     # Without this floor the reload columns read as lost workers: a worker
     # whose threads all hold slow requests serves no fast request either.
     print(
@@ -773,52 +631,14 @@ def print_report(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of the three reloads (default 3)"
-    )
-    parser.add_argument(
-        "--json", type=Path, help="write the raw per-reload figures here"
-    )
-    parser.add_argument(
-        "--import-delay",
-        type=float,
-        default=1.0,
-        help="seconds the app takes to import in each new worker (default 1.0)",
-    )
-    parser.add_argument(
-        "--slow-clients",
-        type=int,
-        default=4,
-        help="clients keeping a slow request in flight (default 4)",
-    )
-    parser.add_argument(
-        "--slow-seconds",
-        type=float,
-        default=2.0,
-        help="duration of a slow request (default 2.0)",
-    )
-    parser.add_argument(
-        "--pause",
-        type=float,
-        default=2.0,
-        help="seconds between reloads, to keep clear of uWSGI's fork-bomb"
-        " protection (default 2.0)",
-    )
-    parser.add_argument(
-        "--reload-timeout",
-        type=float,
-        default=60.0,
-        help="seconds one reload may take before the run fails (default 60)",
+    add_common_arguments(
+        parser,
+        pause_default=2.0,
+        pause_help="seconds between reloads, to keep clear of uWSGI's fork-bomb"
+        " protection",
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    if args.import_delay < 0 or args.slow_seconds <= 0 or args.pause < 0:
-        parser.error("--import-delay and --pause must be >= 0, --slow-seconds > 0")
-    if args.slow_clients < 0:
-        parser.error("--slow-clients must be >= 0")
-    if args.reload_timeout <= 0:
-        parser.error("--reload-timeout must be > 0")
+    check_common_arguments(parser, args)
     return args
 
 
@@ -876,17 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reloads": [r.to_json(load.started_at) for r in bench.records],
             "summary": summary,
             "checks": checks,
-            "load": {
-                "requests": load.total,
-                "fast": load.fast_total,
-                "slow": load.slow_total,
-                "failed": load.failed,
-                "requests_per_second": load.requests_per_second,
-                "duration": load.duration,
-                "p50_ms": load.p50_ms,
-                "p99_ms": load.p99_ms,
-                "failures": load.failures[:100],
-            },
+            "load": load_json(load),
             "steady_state_min_workers_accepting": steady_min,
             "observer": {
                 "polls": bench.observer.polls,
