@@ -172,15 +172,6 @@ def _fdinfo_flags(text):
 
 # ---------------------------------------------------------------- process tree
 
-def child_pids(pid, proc_root=None):
-    """Children of ``pid``: the kernel's children list when it has one, else a scan of /proc."""
-    proc_root = proc_root or PROC
-    listing = _proc.read_text(os.path.join(proc_root, str(pid), 'task', str(pid), 'children'))
-    if listing is not None:
-        return sorted(int(word) for word in listing.split())
-    return _proc.child_pids(pid, proc_root)
-
-
 def start_ticks(pid, proc_root=None):
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
     proc_root = proc_root or PROC
@@ -247,7 +238,7 @@ def inspect_master(pid, proc_root=None):
                                 'runs as, or as root' % (proc_root, pid))
         return None
     workers, upgrades, strangers = {}, [], []
-    for child in child_pids(pid, proc_root):
+    for child in _proc.child_pids(pid, proc_root):
         child_info = _proc.read_process(child, proc_root)
         if child_info is None or not is_gunicorn_cmdline(child_info.cmdline):
             continue
@@ -298,6 +289,11 @@ def is_gone(master, proc_root=None):
     """
     proc_root = proc_root or PROC
     return _proc.read_process(master.pid, proc_root) is None or start_ticks(master.pid, proc_root) != master.started
+
+
+def reinspect(master, proc_root=None):
+    """A fresh Master for ``master``'s process, or None when it exited or its PID was reused."""
+    return inspect_master(master.pid, proc_root) if same_process(master, proc_root) else None
 
 
 def same_process(master, proc_root=None):

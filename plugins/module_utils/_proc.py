@@ -78,7 +78,10 @@ def is_alive(pid, proc_root='/proc'):
 
 
 def child_pids(pid, proc_root='/proc'):
-    """PIDs whose parent is ``pid``, read from every /proc/N/stat."""
+    """PIDs whose parent is ``pid``: the kernel's children list when it has one, else a scan of every /proc/N/stat."""
+    listing = read_text(os.path.join(proc_root, str(pid), 'task', str(pid), 'children'))
+    if listing is not None:
+        return sorted(int(word) for word in listing.split())
     found = []
     for entry in os.listdir(proc_root):
         if not entry.isdigit():

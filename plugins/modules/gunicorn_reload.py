@@ -274,7 +274,7 @@ class HupReload(Reload):
         raise ReloadFailedWith(message, details)
 
     def probe(self):
-        current = _gunicorn.inspect_master(self.before.pid) if _gunicorn.same_process(self.before) else None
+        current = _gunicorn.reinspect(self.before)
         if current is None:
             self.down('exited')
         if self.listeners and not (self.listeners & _gunicorn.socket_inodes(self.before.pid)):
@@ -391,7 +391,7 @@ class UpgradeReload(Reload):
     # ------------------------------------------------------------ failure handling
 
     def old_master_view(self):
-        current = _gunicorn.inspect_master(self.before.pid) if _gunicorn.same_process(self.before) else None
+        current = _gunicorn.reinspect(self.before)
         if current is None:
             details, cause = self.failure_details()
             raise ReloadFailedWith('the old gunicorn master %d exited during the upgrade; check the service. Cause: %s'

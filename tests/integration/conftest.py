@@ -36,25 +36,32 @@ def uwsgi(tmp_path: Path):
         instance.stop()
 
 
+def ship_under_load(ansible: PlaybookRunner, instance, module: str, args: dict, release: str,
+                    broken: bool) -> tuple[dict, LoadResult]:
+    """Ship ``release`` to ``instance`` and run ``module`` while >= 5,000 requests (concurrency 10, slow ones
+    in flight) go through; returns the module outcome and the load result."""
+    load = LoadGenerator(instance.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
+                         min_requests=5000, max_requests=150000, max_seconds=120)
+    load.start()
+    try:
+        # Let traffic and the slow requests get going before the release ships.
+        poll_until(lambda: load.fast_completed >= 300, 20, "warm-up traffic")
+        instance.set_release(release, broken=broken)
+        outcome = ansible.run_module(module, args)
+    finally:
+        result = load.stop()
+    return outcome, result
+
+
 @pytest.fixture
 def reload_under_load(ansible: PlaybookRunner, uwsgi: UwsgiInstance):
-    """Ship a release and run uwsgi_reload while >= 5,000 requests (concurrency 10, slow ones in flight) go through.
+    """Ship a release and run uwsgi_reload under load (see ship_under_load).
 
     Returns a function (args, release, broken) -> (module outcome, load result).
     """
 
     def run(args: dict, release: str = "v2", broken: bool = False) -> tuple[dict, LoadResult]:
-        load = LoadGenerator(uwsgi.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
-                             min_requests=5000, max_requests=150000, max_seconds=120)
-        load.start()
-        try:
-            # Let traffic and the slow requests get going before the release ships.
-            poll_until(lambda: sum(w["requests"] for w in uwsgi.workers()) >= 300, 20, "warm-up traffic")
-            uwsgi.set_release(release, broken=broken)
-            outcome = ansible.run_module("uwsgi_reload", args)
-        finally:
-            result = load.stop()
-        return outcome, result
+        return ship_under_load(ansible, uwsgi, "uwsgi_reload", args, release, broken)
 
     return run
 
@@ -86,19 +93,10 @@ def gunicorn(request, gunicorn_bins: dict[str, Path], tmp_path: Path):
 
 @pytest.fixture
 def gunicorn_reload_under_load(ansible: PlaybookRunner, gunicorn: GunicornInstance):
-    """Ship a release and run gunicorn_reload while >= 5,000 requests (concurrency 10, slow ones in flight) go through."""
+    """Ship a release and run gunicorn_reload on the instance's pidfile under load (see ship_under_load)."""
 
     def run(args: dict, release: str = "v2", broken: bool = False) -> tuple[dict, LoadResult]:
-        load = LoadGenerator(gunicorn.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
-                             min_requests=5000, max_requests=150000, max_seconds=120)
-        load.start()
-        try:
-            # Let traffic and the slow requests get going before the release ships.
-            poll_until(lambda: load.fast_completed >= 300, 20, "warm-up traffic")
-            gunicorn.set_release(release, broken=broken)
-            outcome = ansible.run_module("gunicorn_reload", {"pidfile": str(gunicorn.pidfile), **args})
-        finally:
-            result = load.stop()
-        return outcome, result
+        return ship_under_load(ansible, gunicorn, "gunicorn_reload", {"pidfile": str(gunicorn.pidfile), **args},
+                               release, broken)
 
     return run

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .demo_app import render_app
+from .demo_app import write_release
 from .loadgen import sample_serving_pids
 from .uwsgi_instance import poll_until
 
@@ -320,13 +320,9 @@ class GunicornInstance:
         """Replace the app file with ``release``; workers see it when they are
         replaced (SIGHUP) and new masters when they start (SIGUSR2).
 
-        Written to a temp file and renamed so a worker booting right now never
-        imports a half-written module.
         """
         delay = self.import_delay if import_delay is None else import_delay
-        tmp_path = self.app_path.with_name(f".{self.app_path.name}.tmp")
-        tmp_path.write_text(render_app(release, broken=broken, import_delay=delay))
-        os.replace(tmp_path, self.app_path)
+        write_release(self.app_path, release, broken=broken, import_delay=delay)
         self.release = release
 
     # -- lifecycle -----------------------------------------------------------
@@ -547,29 +543,26 @@ class GunicornInstance:
         environment. (Between its fork and its exec, a matter of
         milliseconds, it cannot be told apart from a worker.)
         """
-        if master is None:
-            master = self.master_pid()
-            if master is None:
-                return set()
-        return {
-            child
-            for child in _children(master)
-            if _gunicorn_parent_pid(child) != master
-        }
+        return self._children_split(master)[0]
 
     def upgrade_children(self, master: int | None = None) -> set[int]:
         """New masters that a USR2 to ``master`` (default: the pidfile's
         master) started and that have exec'd; empty if there are none.
         gunicorn allows one at a time, so this holds at most one pid."""
+        return self._children_split(master)[1]
+
+    def _children_split(self, master: int | None) -> tuple[set[int], set[int]]:
+        """(workers, USR2 new masters) among the children of ``master``
+        (default: the pidfile's master)."""
         if master is None:
             master = self.master_pid()
             if master is None:
-                return set()
-        return {
-            child
-            for child in _children(master)
-            if _gunicorn_parent_pid(child) == master
-        }
+                return set(), set()
+        workers: set[int] = set()
+        new_masters: set[int] = set()
+        for child in _children(master):
+            (new_masters if _gunicorn_parent_pid(child) == master else workers).add(child)
+        return workers, new_masters
 
     def process_alive(self, pid: int) -> bool:
         """True if ``pid`` is a live (non-zombie) process of this instance's

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .demo_app import render_app
+from .demo_app import write_release
 from .loadgen import sample_serving_pids
 
 T = TypeVar("T")
@@ -195,13 +195,9 @@ class UwsgiInstance:
     ) -> None:
         """Replace the app file with ``release``; workers see it on respawn.
 
-        Written to a temp file and renamed so a worker spawning right now never
-        imports a half-written module.
         """
         delay = self.import_delay if import_delay is None else import_delay
-        tmp_path = self.app_path.with_name(f".{self.app_path.name}.tmp")
-        tmp_path.write_text(render_app(release, broken=broken, import_delay=delay))
-        os.replace(tmp_path, self.app_path)
+        write_release(self.app_path, release, broken=broken, import_delay=delay)
         self.release = release
 
     # -- lifecycle -----------------------------------------------------------

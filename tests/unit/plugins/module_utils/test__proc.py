@@ -45,6 +45,7 @@ def test_kernel_thread_is_described_by_comm(tmp_path):
 
 def test_this_process_is_alive():
     assert _proc.is_alive(os.getpid())
+    assert os.getpid() in _proc.child_pids(os.getppid())  # the kernel's children list
     assert _proc.read_link(os.getpid(), 'cwd') == os.getcwd()
     assert 'PATH' in _proc.read_environ(os.getpid())
 
