@@ -234,6 +234,7 @@ class LoadGenerator:
         max_requests: int = 100_000,
         max_seconds: float = 120.0,
         request_timeout: float = 65.0,
+        think_seconds: float = 0.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -248,6 +249,9 @@ class LoadGenerator:
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.request_timeout = request_timeout
+        # Pause of each fast client between two requests: paces the load where the client shares the CPUs
+        # with what it tests (a whole fleet and ansible-playbook on one small machine).
+        self.think_seconds = think_seconds
 
         self._lock = threading.Lock()
         self._stop_requested = False
@@ -371,6 +375,8 @@ class LoadGenerator:
             if kind == "fast":
                 with self._lock:
                     self._fast_completed += 1
+            if kind == "fast" and self.think_seconds:
+                time.sleep(self.think_seconds)
 
 
 def sample_serving_pids(

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Write one release of the demo app (demo/app) to a directory: its code and its requirements.
+
+    demo/make_release.py OUT --release v2 --idna 3.10 [--broken | --unhealthy]
+
+A release is a plain source directory, as a user's app would be: app.py and requirements.txt.
+"""
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent / "app"
+
+
+def render(source: str, release: str, broken: bool, unhealthy: bool) -> str:
+    """Return app.py's source with the release's constants set."""
+    replacements = {"RELEASE": repr(release), "BROKEN": repr(broken), "UNHEALTHY": repr(unhealthy)}
+    for name, value in replacements.items():
+        source, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", source, count=1, flags=re.M)
+        if count != 1:
+            raise ValueError(f"{APP_DIR / 'app.py'} has no line '{name} = ...'")
+    return source
+
+
+def write_release(out: Path, release: str, idna_version: str, broken: bool = False, unhealthy: bool = False) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", release):
+        raise ValueError(f"--release {release!r}: use letters, digits, '.', '_' and '-'")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    source = (APP_DIR / "app.py").read_text(encoding="utf-8")
+    (out / "app.py").write_text(render(source, release, broken, unhealthy), encoding="utf-8")
+    (out / "requirements.txt").write_text(f"idna=={idna_version}\n", encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="directory to (re)create")
+    parser.add_argument("--release", required=True)
+    parser.add_argument("--idna", default="3.7", help="version of the dependency (default 3.7)")
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--broken", action="store_true", help="fails at import")
+    variant.add_argument("--unhealthy", action="store_true", help="imports, but /healthz answers 503")
+    args = parser.parse_args(argv)
+    try:
+        write_release(args.out, args.release, args.idna, args.broken, args.unhealthy)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
