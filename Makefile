@@ -17,15 +17,15 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha25
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help test demo deps debian-deps venv lint sanity units integration compat benchmark lock clean
+.PHONY: help test demo deps debian-deps venv lint sanity units integration compat molecule fleet-image benchmark lock clean
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
 	@echo "make demo   - start a local uWSGI, then a gunicorn, under load and compare their reload mechanisms (benchmark tables)"
-	@echo "make test   - install what is missing, then lint, sanity, unit, integration and compat tests"
+	@echo "make test   - install what is missing, then lint, sanity, unit, integration, compat tests and the molecule fleet scenarios"
 
-test: deps lint sanity units integration compat
+test: deps lint sanity units integration compat molecule
 	@echo "make test: all green"
 
 demo: deps benchmark
@@ -81,6 +81,21 @@ compat: deps
 	    -k "chain-fifo or rolling-2 or bad_input or broken_worker or info_reports \
 	        or test_upgrade_loses_no_request or test_upgrade_to_a_broken_release or test_check_mode_sends_nothing \
 	        or test_pidfile_naming_an_unrelated_process"; \
+	done
+
+# Molecule scenarios on a fleet of systemd containers. tests/fleet/testbed starts dockerd only when no engine
+# answers and builds the host image only when none was built from the same inputs (no registry needed).
+FLEET_SCENARIOS := uwsgi gunicorn
+
+fleet-image: deps
+	tests/fleet/testbed image
+
+molecule: venv $(COLLECTION_LINK)
+	@image=$$(tests/fleet/testbed image); \
+	for scenario in $(FLEET_SCENARIOS); do \
+	  echo "== molecule $$scenario on $$image"; started=$$(date +%s); \
+	  GRACEFUL_FLEET_IMAGE=$$image $(BIN)/molecule test --scenario-name $$scenario; \
+	  echo "== molecule $$scenario: green in $$(( $$(date +%s) - started )) s"; \
 	done
 
 benchmark: venv
