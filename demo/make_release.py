@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Write one release of the demo app (demo/app) to a directory: its code and its requirements.
 
-    demo/make_release.py OUT --release v2 --idna 3.10 [--broken | --unhealthy]
+    python3 demo/make_release.py OUT --release v2 --idna 3.10 [--broken | --unhealthy]
 
 A release is a plain source directory, as a user's app would be: app.py and requirements.txt.
 """

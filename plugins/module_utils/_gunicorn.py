@@ -19,7 +19,10 @@ Facts relied on (gunicorn 20.1 to 27, arbiter.py and workers/):
   environment; it writes ``<pidfile>.2``, and renames it to ``<pidfile>`` when it
   sees its parent change (the old master exited);
 * a worker that cannot boot exits with code 3 (4: the app cannot be imported) and
-  the master halts, logging ``Reason: Worker failed to boot.``.
+  the master halts, logging ``Reason: Worker failed to boot.``;
+* a master leaving removes ``<pidfile>`` only when it names that master's own PID,
+  and a promoted master that finds ``<pidfile>`` already naming its own PID keeps
+  it (``Pidfile.unlink``/``Pidfile.create``); gunicorn writes it with mode 0644.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -29,6 +32,7 @@ __metaclass__ = type
 import errno
 import os
 import re
+import tempfile
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
 
@@ -349,6 +353,40 @@ def identify_master(pidfile, proc_root=None):
             raise GunicornError('pidfile=%s names %s, a gunicorn master started with --pid %s: another instance'
                                 % (pidfile, info.describe(), declared))
     return master
+
+
+def hand_over_pidfile(path, pid):
+    """Make the pidfile ``path`` name ``pid`` at once: a file written beside it, renamed over it.
+
+    The new file gets the owner and group of the one it replaces (systemd refuses a
+    PIDFile= whose owner differs from its directory's non-root owner) and mode 0644, as
+    gunicorn writes it. A group that cannot be kept is left; an owner that cannot be kept
+    is an error. Raises OSError naming what failed; nothing is left behind then.
+    """
+    status = os.stat(path)
+    directory = os.path.dirname(path) or '.'
+    handle, temporary = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
+    try:
+        try:
+            os.write(handle, ('%d\n' % pid).encode('ascii'))
+            os.fchmod(handle, 0o644)
+            written = os.fstat(handle)
+            if (written.st_uid, written.st_gid) != (status.st_uid, status.st_gid):
+                try:
+                    os.fchown(handle, status.st_uid, status.st_gid)
+                except OSError as exc:
+                    if written.st_uid != status.st_uid:
+                        raise OSError(exc.errno, 'cannot give the new file the owner %d:%d of the old one: %s'
+                                      % (status.st_uid, status.st_gid, exc.strerror or exc))
+        finally:
+            os.close(handle)
+        os.rename(temporary, path)
+    except (IOError, OSError):
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def pending_upgrade(master, pidfile):

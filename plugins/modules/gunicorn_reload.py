@@ -21,6 +21,22 @@ description:
     its workers finish their requests and exits; the new master is then promoted and the pidfile names it.
     A release that cannot boot never replaces the old master. The module stops what is left of the new
     generation, the old master keeps serving, and the task fails with the cause from gunicorn's log.
+  - Just before that C(TERM), O(mode=upgrade) hands the pidfile over to the new master. It writes a file
+    naming the new master beside O(pidfile), with the old file's owner and group and mode C(0644), and renames
+    it over O(pidfile), so that no reader ever sees the pidfile missing. The owner must be kept (the module
+    runs as root or as the user gunicorn runs as); a group that cannot be kept is left as it comes. This is
+    done only when O(pidfile) still names the old master, otherwise the task fails and nothing is stopped. If
+    the file cannot be written, the upgrade is aborted like one whose release cannot boot. The old master
+    then leaves the pidfile alone (gunicorn removes it only when it names the master that exits), and the
+    promoted master finds its own PID there and keeps it.
+  - The handover is what lets systemd follow the upgrade (gunicorn issue 2856). When the main process of a
+    unit exits, systemd re-reads the unit's C(PIDFile=) and makes the PID it names the new main process. If
+    the pidfile still named the old master, or the unit had no C(PIDFile=), systemd would treat the service
+    as dead, kill the new master with the rest of the unit, and restart it.
+  - Proof under systemd. Before C(USR2) the module reads C(/proc/PID/cgroup) of the old master. When the master
+    runs in a system service (C(NAME.service)) and C(systemctl) is available, it records the unit's
+    C(NRestarts). After the upgrade it waits until systemd reports the new master as C(MainPID), the unit
+    C(active), and no restart. Otherwise the task fails saying that systemd did not follow the new master.
   - O(mode=hup) sends C(HUP). The master reloads its configuration, starts new workers and stops the old ones
     gracefully. A release that cannot boot makes gunicorn halt the master, and the service goes down. The
     module detects it at once and fails saying so. Deploy code with O(mode=upgrade).
@@ -39,7 +55,7 @@ attributes:
     support: full
     details:
       - Proves the master's identity and checks for a pending upgrade, then reports the signal it would send;
-        sends nothing.
+        sends nothing and writes nothing (no pidfile handover).
   diff_mode:
     support: none
 options:
@@ -64,8 +80,8 @@ options:
     description:
       - Wait for the proof. With V(false) and O(mode=hup) the module returns once C(HUP) is sent.
       - With V(false) and O(mode=upgrade) the module still waits for the new workers to boot (stopping the old
-        master earlier would be unsafe), sends C(TERM) to the old master, and returns without waiting for it to
-        drain and for the promotion.
+        master earlier would be unsafe), hands the pidfile over, sends C(TERM) to the old master, and returns
+        without waiting for it to drain, for the promotion and for systemd.
     type: bool
     default: true
   timeout:
@@ -86,8 +102,16 @@ notes:
   - gunicorn's C(graceful_timeout) (default 30 seconds) bounds how long old workers may finish their requests;
     requests running longer are killed by gunicorn, whatever the module waits.
   - With C(preload_app), C(HUP) does not load new code (the master holds it); use O(mode=upgrade).
-  - Under systemd, gunicorn's upgrade needs a unit that lets the old master exit without stopping the service
-    (C(KillMode), C(PIDFile) and C(Type) set for it); the collection's gunicorn role provides one.
+  - Under systemd, O(mode=upgrade) needs a unit with C(Type=notify) (gunicorn notifies readiness; keep the
+    default C(NotifyAccess=main)) or C(Type=forking), and C(PIDFile=) set to the same path as gunicorn's
+    C(pidfile) and O(pidfile). The handover was verified with systemd 252 (Debian 12) and gunicorn 27.
+    Without C(PIDFile=) the unit is restarted at every upgrade, which the module reports as a failure. The
+    collection's gunicorn role provides such a unit.
+  - The systemd proof is skipped when the master runs outside a system service (no service in its cgroup, a
+    user manager's unit, a container without systemd), when C(systemctl) is missing, when it cannot read
+    the unit before C(USR2) (a warning says so), and with O(wait=false). When systemd's C(MainPID) was not
+    the old master before the upgrade, for example with a wrapper script, only C(ActiveState) and
+    C(NRestarts) are checked.
   - The cause of a failure comes from the files the master writes its log to, found in C(/proc). A master
     logging to the journal or syslog gives only the exit code.
 seealso:
@@ -159,6 +183,21 @@ signals:
   type: list
   elements: str
   sample: ["USR2 4120", "TERM 4120"]
+pidfile_handover:
+  description: Whether the module rewrote O(pidfile) to name the new master just before stopping the old one.
+  returned: when O(mode=upgrade)
+  type: bool
+  sample: true
+systemd_unit:
+  description: The system service the old master ran in, read from its C(/proc/PID/cgroup); null when none.
+  returned: when O(mode=upgrade) and the master was identified
+  type: str
+  sample: myapp.service
+systemd_main_pid:
+  description: The C(MainPID) systemd reported for RV(systemd_unit) after the upgrade; null when it was not asked.
+  returned: when O(mode=upgrade) and the master was identified
+  type: int
+  sample: 4398
 exit_code:
   description: Exit code of the workers that failed to boot, read from gunicorn's log (3 worker boot error,
     4 application import error).
@@ -174,7 +213,8 @@ msg:
   description: What happened.
   returned: always
   type: str
-  sample: upgrade complete, master 4120 -> 4398, 4 workers booted in 3.20s
+  sample: upgrade complete, master 4120 -> 4398, 4 workers booted in 3.20s; systemd unit myapp.service follows it
+    (MainPID 4398, not restarted)
 '''
 
 import errno
@@ -183,7 +223,7 @@ import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _proc, _systemd
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll
 
 # spawn_workers sleeps up to 0.1 s between forks: a worker set unchanged this long is complete.
@@ -192,10 +232,44 @@ SETTLE_SECONDS = 1.0
 ABORT_GRACE_SECONDS = 35.0
 ABORT_QUIT_SECONDS = 5.0
 LOG_TAIL_LINES = 20
+# systemd re-reads PIDFile= when it reaps the old master; the module may see the master gone a little earlier.
+SYSTEMD_GRACE_SECONDS = 10.0
+SYSTEMD_POLL_SECONDS = 0.2
+SYSTEMD_PROPERTIES = ('MainPID', 'NRestarts', 'ActiveState', 'PIDFile')
 
 
 class ReloadFailed(Exception):
     pass
+
+
+class PidfileHandoverFailed(Exception):
+    """The pidfile could not be rewritten: the upgrade is aborted before the old master is stopped."""
+
+
+class SystemdError(Exception):
+    pass
+
+
+class SystemdUnit:
+    """The system service the old master runs in, as ``systemctl show`` reports it."""
+
+    def __init__(self, module, name, systemctl):
+        self.module = module
+        self.name = name
+        self.systemctl = systemctl
+
+    def show(self):
+        """{property: value} for SYSTEMD_PROPERTIES; SystemdError when systemctl fails."""
+        command = [self.systemctl, 'show', '--property=%s' % ','.join(SYSTEMD_PROPERTIES), self.name]
+        rc, out, err = self.module.run_command(command)
+        if rc != 0:
+            raise SystemdError('%s failed (rc=%d): %s' % (' '.join(command), rc, (err or out or '').strip()))
+        return _systemd.parse_show(out)
+
+
+def service_of(pid):
+    """The system service (``NAME.service``) process ``pid`` runs in, from its cgroup, or None."""
+    return _systemd.unit_from_cgroup(_proc.read_text(os.path.join(_gunicorn.PROC, str(pid), 'cgroup')))
 
 
 class Reload:
@@ -216,10 +290,13 @@ class Reload:
 
     # ------------------------------------------------------------ helpers
 
-    def send(self, master, sig):
+    def send(self, master, sig, prepare=None):
+        """Signal ``master`` if its PID still names it; ``prepare()`` runs between that check and the signal."""
         if not _gunicorn.same_process(master):
             raise ReloadFailed('pid %d is no longer the gunicorn master inspected before (%s); %s not sent'
                                % (master.pid, master.describe(), sig.name))
+        if prepare is not None:
+            prepare()
         try:
             os.kill(master.pid, sig)
         except OSError as exc:
@@ -303,8 +380,14 @@ class UpgradeReload(Reload):
         self.new = None
         self.stable_since = None
         self.seen_workers = None
+        self.pidfile_handover = False
+        self.systemd_unit = service_of(master.pid)
+        self.unit = None            # a SystemdUnit once systemd answered about it before USR2
+        self.systemd_before = {}
+        self.systemd_main_pid = None
 
     def run(self, wait):
+        self.watch_systemd()
         self.deadline = Deadline(self.params['timeout'])
         self.send(self.before, signal.SIGUSR2)
         self.new_pid = self.poll(self.probe_new_master, self.describe_no_new_master)
@@ -312,10 +395,134 @@ class UpgradeReload(Reload):
             self.new = self.poll(self.probe_new_ready, self.describe_new_not_ready)
         except WaitTimeout as exc:
             self.abort('its workers did not all boot within timeout=%ss (%s)' % (self.params['timeout'], exc))
-        self.send(self.before, signal.SIGTERM)
+        try:
+            self.send(self.before, signal.SIGTERM, prepare=self.hand_over_pidfile)
+        except PidfileHandoverFailed as exc:
+            self.abort(str(exc))
         if not wait:
             return self.new
-        return self.poll(self.probe_promoted, self.describe_not_promoted)
+        promoted = self.poll(self.probe_promoted, self.describe_not_promoted)
+        if self.unit is not None:
+            self.wait_systemd_follows(promoted)
+        return promoted
+
+    # ------------------------------------------------------------ the pidfile, and systemd that reads it
+
+    def hand_over_pidfile(self):
+        """Make the pidfile name the new master before the old one is told to stop (gunicorn issue 2856)."""
+        try:
+            named = _gunicorn.read_pidfile('pidfile', self.pidfile)
+            problem = 'pidfile=%s names pid %d, not the old master %d,' % (self.pidfile, named, self.before.pid)
+        except _gunicorn.GunicornError as exc:
+            named, problem = None, str(exc)
+        if named != self.before.pid:
+            raise ReloadFailed(
+                '%s just before the old master was to be stopped: the pidfile was not handed over and nothing was '
+                'stopped. The new master %d (%s.2) runs beside the old master %d: write %d to pidfile=%s and stop '
+                '%d to finish the upgrade, or stop %d to abort it'
+                % (problem, self.new_pid, self.pidfile, self.before.pid, self.new_pid, self.pidfile,
+                   self.before.pid, self.new_pid))
+        try:
+            _gunicorn.hand_over_pidfile(self.pidfile, self.new_pid)
+        except (IOError, OSError) as exc:
+            raise PidfileHandoverFailed('cannot hand pidfile=%s over to it (%s), so the old master %d was not stopped'
+                                        % (self.pidfile, exc, self.before.pid))
+        self.pidfile_handover = True
+
+    def watch_systemd(self):
+        """Before USR2: what systemd says about the old master's unit, to compare with afterwards."""
+        if self.systemd_unit is None:
+            return
+        systemctl = self.module.get_bin_path('systemctl')
+        if not systemctl:
+            return
+        unit = SystemdUnit(self.module, self.systemd_unit, systemctl)
+        try:
+            before = unit.show()
+        except SystemdError as exc:
+            self.module.warn('gunicorn master %d runs in %s, but systemd cannot be asked about it (%s): not checking '
+                             'that systemd follows the upgrade' % (self.before.pid, self.systemd_unit, exc))
+            return
+        state = before.get('ActiveState') or 'unknown'
+        if state != 'active':
+            self.module.warn('gunicorn master %d runs in %s, which systemd reports as ActiveState=%s: not checking '
+                             'that systemd follows the upgrade' % (self.before.pid, self.systemd_unit, state))
+            return
+        self.unit = unit
+        self.systemd_before = before
+
+    @property
+    def systemd_tracks_master(self):
+        """Whether systemd's MainPID was the old master (not a wrapper that started it)."""
+        return _systemd.int_property(self.systemd_before, 'MainPID') == self.before.pid
+
+    def wait_systemd_follows(self, new):
+        """Fail unless systemd made the new master the unit's main process, without restarting the unit."""
+        deadline = Deadline(max(self.deadline.remaining(), SYSTEMD_GRACE_SECONDS))
+        try:
+            poll(lambda: self.probe_systemd(new), deadline, max(self.poll_interval, SYSTEMD_POLL_SECONDS),
+                 describe=lambda: 'systemd still reports the old master %d as MainPID of %s'
+                 % (self.before.pid, self.systemd_unit))
+        except WaitTimeout as exc:
+            raise ReloadFailed('%s after the upgrade; %s' % (exc, self.not_followed_hint()))
+
+    def probe_systemd(self, new):
+        try:
+            now = self.unit.show()
+        except SystemdError as exc:
+            raise ReloadFailed('the new master %d serves, but systemd cannot be asked whether it follows it: %s'
+                               % (new.pid, exc))
+        self.systemd_main_pid = _systemd.int_property(now, 'MainPID')
+        state = now.get('ActiveState')
+        if self.restarts(now) is None:
+            if self.systemd_tracks_master and self.systemd_main_pid == self.before.pid and state == 'active':
+                return None  # systemd has not reaped the old master yet
+            if state == 'active' and (self.systemd_main_pid == new.pid or not self.systemd_tracks_master):
+                return now
+        raise ReloadFailed(self.not_followed(now))
+
+    def restarts(self, now):
+        """'N -> M' when the unit's NRestarts grew since before USR2, else None."""
+        before = _systemd.int_property(self.systemd_before, 'NRestarts')
+        after = _systemd.int_property(now, 'NRestarts')
+        if before is not None and after is not None and after > before:
+            return '%d -> %d' % (before, after)
+        return None
+
+    def not_followed(self, now):
+        return ('systemd did not follow the new master %d: unit %s reports MainPID=%s, ActiveState=%s%s; %s'
+                % (self.new_pid, self.systemd_unit, now.get('MainPID') or '?', now.get('ActiveState') or '?',
+                   ', NRestarts %s (systemd restarted the unit)' % self.restarts(now) if self.restarts(now) else '',
+                   self.not_followed_hint(now.get('PIDFile'))))
+
+    def not_followed_hint(self, configured=None):
+        configured = configured if configured is not None else self.systemd_before.get('PIDFile')
+        if configured and os.path.realpath(configured) == os.path.realpath(self.pidfile):
+            return ('the unit has PIDFile=%s as it needs; it also needs Type=notify or Type=forking; check the '
+                    'service' % configured)
+        return ('the unit needs PIDFile=%s (it has %s) and Type=notify or Type=forking; check the service'
+                % (self.pidfile, 'PIDFile=%s' % configured if configured else 'no PIDFile='))
+
+    def systemd_summary(self):
+        """For the success message: what systemd was seen to do."""
+        if self.unit is None:
+            return ''
+        if self.systemd_tracks_master:
+            return '; systemd unit %s follows it (MainPID %d, not restarted)' % (
+                self.systemd_unit, self.systemd_main_pid)
+        return ('; systemd unit %s active and not restarted (its MainPID %s is not a gunicorn master)'
+                % (self.systemd_unit, self.systemd_main_pid))
+
+    def systemd_hint(self):
+        """What systemd says, when the new master vanished after the old master was told to stop."""
+        if self.unit is None:
+            return ''
+        try:
+            now = self.unit.show()
+        except SystemdError:
+            return ''
+        self.systemd_main_pid = _systemd.int_property(now, 'MainPID')
+        return '. %s' % self.not_followed(now)
 
     # ------------------------------------------------------------ phase 1: the new master appears
 
@@ -367,7 +574,8 @@ class UpgradeReload(Reload):
         if new is None or not _gunicorn.same_process(self.new):
             details, cause = self.failure_details()
             raise ReloadFailedWith('the new master %d exited after the old master %d was told to stop: check the '
-                                   'service, it may be down. Cause: %s' % (self.new_pid, self.before.pid, self.cause_text(cause)),
+                                   'service, it may be down. Cause: %s%s'
+                                   % (self.new_pid, self.before.pid, self.cause_text(cause), self.systemd_hint()),
                                    details)
         self.new = new
         if not _gunicorn.is_gone(self.before):
@@ -475,6 +683,8 @@ def main():
     mode = params['mode']
     pidfile = params['pidfile']
     result = dict(changed=False, mode=mode, signals=[], elapsed=0.0)
+    if mode == 'upgrade':
+        result['pidfile_handover'] = False
     if params['timeout'] <= 0:
         module.fail_json(msg='timeout=%s: must be positive' % params['timeout'], **result)
     if params['poll_interval'] <= 0:
@@ -483,6 +693,8 @@ def main():
     try:
         master = _gunicorn.identify_master(pidfile)
         result.update(master_pid_before=master.pid, master_pid=master.pid, workers_before=sorted(master.workers))
+        if mode == 'upgrade':
+            result.update(systemd_unit=service_of(master.pid), systemd_main_pid=None)
         pending = _gunicorn.pending_upgrade(master, pidfile)
         if pending:
             raise _gunicorn.GunicornError(pending)
@@ -499,8 +711,13 @@ def main():
     result['changed'] = True
     signal_name = 'USR2' if mode == 'upgrade' else 'HUP'
     if module.check_mode:
-        result['msg'] = 'would send %s to gunicorn master %d (pidfile=%s)%s' % (
-            signal_name, master.pid, pidfile, ' and wait for proof' if params['wait'] else '')
+        steps = ['send %s to gunicorn master %d (pidfile=%s)' % (signal_name, master.pid, pidfile)]
+        if mode == 'upgrade':
+            steps.append('once the new workers booted, hand the pidfile over to the new master and send TERM to '
+                         'the old one')
+        if params['wait']:
+            steps.append('wait for proof')
+        result['msg'] = 'would %s' % ', then '.join(steps)
         module.exit_json(**result)
 
     driver = (UpgradeReload if mode == 'upgrade' else HupReload)(module, master)
@@ -532,8 +749,8 @@ def main():
     else:
         result.update(master_pid=final.pid, workers_after=sorted(final.workers), completed_at=time.time())
         if mode == 'upgrade':
-            result['msg'] = 'upgrade complete, master %d -> %d, %d workers booted in %.2fs' % (
-                master.pid, final.pid, len(final.workers), result['elapsed'])
+            result['msg'] = 'upgrade complete, master %d -> %d, %d workers booted in %.2fs%s' % (
+                master.pid, final.pid, len(final.workers), result['elapsed'], driver.systemd_summary())
         else:
             result['msg'] = 'hup complete, master %d, %d workers replaced and booted in %.2fs' % (
                 final.pid, len(final.workers), result['elapsed'])
@@ -543,6 +760,9 @@ def main():
 def finish(result, driver):
     result['signals'] = list(driver.signals)
     result['elapsed'] = round(driver.deadline.elapsed(), 3) if driver.deadline else 0.0
+    if isinstance(driver, UpgradeReload):
+        result.update(pidfile_handover=driver.pidfile_handover, systemd_unit=driver.systemd_unit,
+                      systemd_main_pid=driver.systemd_main_pid)
 
 
 if __name__ == '__main__':

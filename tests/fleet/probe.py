@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Load and proof for the molecule scenarios: run from the controller against the hosts' published ports.
 
-    probe.py load --target app1=http://127.0.0.1:18101 ... --marks DIR [--max-seconds 300]
+    python3 tests/fleet/probe.py load --target app1=http://127.0.0.1:18101 ... --marks DIR [--max-seconds 300]
         Real HTTP load on every target (fresh connection per request, slow requests always in flight).
         Writes DIR/warm once every target has answered; the playbook writes DIR/reload-started before it
         switches and reloads, and DIR/reload-done afterwards. Ends after reload-done (and at least
@@ -9,7 +8,7 @@
         finishing a slow request after the new release first answered, and only --expect-release answers
         from requests started after reload-done. Prints one JSON document.
 
-    probe.py workers --url URL --pids 11,12 --release v2 --dependency 3.10
+    python3 tests/fleet/probe.py workers --url URL --pids 11,12 --release v2 --dependency 3.10
         Concurrent requests until each listed worker pid has answered; exits 1 unless each named the
         release and the dependency version (and no other pid answered).
 """
@@ -62,7 +61,8 @@ def judge_target(name: str, result, reload_started: float | None, reload_done: f
         "requests": result.total,
         "failed": result.failed,
         "slow": result.slow_total,
-        "slow_spanning_reload": sum(1 for r in spanning if r.ok),
+        "slow_spanning_reload": {"old": sum(1 for r in spanning if r.ok and r.release != release),
+                                 "new": sum(1 for r in spanning if r.ok and r.release == release)},
         "requests_per_second": round(result.requests_per_second),
         "p50_ms": round(result.p50_ms, 1),
         "p99_ms": round(result.p99_ms, 1),
@@ -153,7 +153,7 @@ def run_workers(args) -> int:
             with lock:
                 answers[payload["pid"]] = payload
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=client, daemon=True) for index in range(args.concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -185,8 +185,9 @@ def main(argv=None) -> int:
     load.add_argument("--marks", required=True)
     load.add_argument("--expect-release", required=True)
     load.add_argument("--concurrency", type=int, default=10)
-    load.add_argument("--slow-clients", type=int, default=2)
-    load.add_argument("--slow-seconds", type=float, default=2.0)
+    # Four 3 s requests always in flight: when a reload starts, some are sure to be on old workers.
+    load.add_argument("--slow-clients", type=int, default=4)
+    load.add_argument("--slow-seconds", type=float, default=3.0)
     load.add_argument("--think-seconds", type=float, default=0.04,
                       help="pause of each fast client between requests; leaves CPU to the fleet and to ansible")
     load.add_argument("--min-requests", type=int, default=2000)

@@ -75,6 +75,8 @@ def test_upgrade_loses_no_request_and_replaces_the_master(gunicorn_reload_under_
     assert gunicorn.master_pid() == new_master, "the pidfile names the new master"
     assert not gunicorn.pidfile.with_name(gunicorn.pidfile.name + ".2").exists()
     assert run["signals"] == [f"USR2 {old_master}", f"TERM {old_master}"]
+    assert run["pidfile_handover"] is True, "the pidfile named the new master before the old one was stopped"
+    assert run["systemd_unit"] is None and run["systemd_main_pid"] is None, "no systemd here"
     assert not gunicorn.process_alive(old_master)
     assert len(run["workers_after"]) == 4
     assert not set(run["workers_before"]) & set(run["workers_after"])
@@ -97,6 +99,7 @@ def test_upgrade_to_a_broken_release_keeps_the_old_master_serving(gunicorn_reloa
     assert f"The old master {master} still serves with workers {sorted(workers)}" in run["msg"]
     assert run.get("exit_code") == 3, (run["msg"], run.get("log_tail"))
     assert run["signals"][0] == f"USR2 {master}" and f"TERM {master}" not in run["signals"]
+    assert run["pidfile_handover"] is False
     assert_no_failed_requests(result)
     assert gunicorn.master_pid() == master
     assert not gunicorn.pidfile.with_name(gunicorn.pidfile.name + ".2").exists(), run["msg"]

@@ -209,3 +209,48 @@ def test_read_pidfile_errors_name_the_option_and_path(tmp_path):
     with pytest.raises(_gunicorn.GunicornError) as caught:
         _gunicorn.read_pidfile('pidfile', str(tmp_path))
     assert str(caught.value) == 'pidfile=%s is a directory' % tmp_path
+
+
+# ---------------------------------------------------------------- pidfile handover
+
+def test_hand_over_pidfile_replaces_the_file_atomically_with_mode_0644(tmp_path):
+    pidfile = tmp_path / 'gunicorn.pid'
+    pidfile.write_text('100\n')
+    os.chmod(str(pidfile), 0o600)
+    before = os.stat(str(pidfile)).st_ino
+    _gunicorn.hand_over_pidfile(str(pidfile), 203)
+    assert pidfile.read_text() == '203\n'
+    status = os.stat(str(pidfile))
+    assert status.st_ino != before, 'a new file renamed over the old one, not the old one rewritten'
+    assert status.st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(str(tmp_path))) == ['gunicorn.pid']
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another owner needs root')
+def test_hand_over_pidfile_keeps_owner_and_group(tmp_path):
+    pidfile = tmp_path / 'gunicorn.pid'
+    pidfile.write_text('100\n')
+    os.chown(str(pidfile), 4321, 4322)
+    _gunicorn.hand_over_pidfile(str(pidfile), 203)
+    status = os.stat(str(pidfile))
+    assert (status.st_uid, status.st_gid) == (4321, 4322)
+
+
+def test_hand_over_pidfile_of_a_missing_file_raises_and_writes_nothing(tmp_path):
+    with pytest.raises(OSError):
+        _gunicorn.hand_over_pidfile(str(tmp_path / 'gunicorn.pid'), 203)
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_hand_over_pidfile_leaves_no_temporary_file_when_the_rename_fails(tmp_path, monkeypatch):
+    pidfile = tmp_path / 'gunicorn.pid'
+    pidfile.write_text('100\n')
+
+    def refuse(source, target):
+        raise OSError(13, 'Permission denied')
+
+    monkeypatch.setattr(os, 'rename', refuse)
+    with pytest.raises(OSError):
+        _gunicorn.hand_over_pidfile(str(pidfile), 203)
+    assert pidfile.read_text() == '100\n'
+    assert sorted(os.listdir(str(tmp_path))) == ['gunicorn.pid']

@@ -6,9 +6,11 @@
 
 The tree has what the modules read: stat (with start time), cmdline, environ,
 fd/ symlinks (heartbeat files are real files whose mode marks a boot, like
-gunicorn 20.1's fchmod), fdinfo/, task/PID/children and uptime. Each call of
-``step()`` moves the simulated gunicorn one observable state further, the way
-the real one changes between two polls.
+gunicorn 20.1's fchmod), fdinfo/, task/PID/children, cgroup (when a FakeSystemd
+runs the fake) and uptime. Each call of ``step()`` moves the simulated gunicorn
+one observable state further, the way the real one changes between two polls.
+``FakeSystemd`` is the system manager of a unit the fake runs in, asked through
+``systemctl show``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -41,7 +43,10 @@ class FakeGunicorn:
         self.next_pid = 200
         self.processes = {}
         self.kills = []
+        self.pidfile_at_kill = []  # (pid, signal, what the pidfile said when the signal arrived)
         self.pending = []  # steps still to happen, each a callable
+        self.cgroup = None  # the text of every /proc/PID/cgroup, when set
+        self.exit_hooks = []  # called with the PID of a master that exited (not an aborted new master)
         self.master = self.spawn_master(100, ppid=1, environ={})
         for dummy in range(workers):
             self.spawn_worker(self.master, booted=True)
@@ -104,14 +109,20 @@ class FakeGunicorn:
             (base / 'cmdline').write_bytes(b'\0'.join(a.encode() for a in info['argv']) + b'\0')
             (base / 'environ').write_bytes(b''.join(('%s=%s\0' % kv).encode() for kv in info['environ'].items()))
             (base / 'task' / str(pid) / 'children').write_text(' '.join(str(c) for c in info['children']))
+            if self.cgroup is not None:
+                (base / 'cgroup').write_text(self.cgroup)
             for fd, target in info['fds'].items():
                 os.symlink(target, str(base / 'fd' / fd))
                 (base / 'fdinfo' / fd).write_text('pos:\t0\nflags:\t0102001\n')
 
     # ------------------------------------------------------------ signals and time
 
+    def pidfile_text(self):
+        return self.pidfile.read_text().strip() if self.pidfile.exists() else None
+
     def kill(self, pid, sig):
         self.kills.append((pid, sig))
+        self.pidfile_at_kill.append((pid, sig, self.pidfile_text()))
         if pid not in self.processes:
             raise OSError(3, 'No such process')
         if sig == 0:
@@ -189,16 +200,25 @@ class FakeGunicorn:
             self.remove(pid)
             if info['environ'].get('GUNICORN_PID') == str(info['ppid']):
                 return  # an aborted new master
-            if self.pidfile.exists() and self.pidfile.read_text().strip() == str(pid):
+            # gunicorn's Pidfile.unlink: only a pidfile naming the master that exits is removed.
+            if self.pidfile_text() == str(pid):
                 self.pidfile.unlink()
-            if successor:
+            for hook in self.exit_hooks:
+                hook(pid)
+            if successor and successor in self.processes:
                 self.pending.append(lambda: self.promote(successor))
 
         self.pending.append(leave)
 
     def promote(self, pid):
         # /proc/PID/environ keeps GUNICORN_PID after promotion: gunicorn only deletes it from os.environ.
-        os.rename(str(self.root / 'gunicorn.pid.2'), str(self.pidfile))
+        # Pidfile.rename: <pidfile>.2 is removed (it names this master), then Pidfile.create keeps a <pidfile>
+        # that already names this master and writes one otherwise.
+        upgrade = self.root / 'gunicorn.pid.2'
+        if upgrade.exists() and upgrade.read_text().strip() == str(pid):
+            upgrade.unlink()
+        if self.pidfile_text() != str(pid):
+            self.pidfile.write_text('%d\n' % pid)
         self.master = pid
 
     def upgrade_child(self, pid):
@@ -206,3 +226,73 @@ class FakeGunicorn:
             if self.processes[child]['environ'].get('GUNICORN_PID') == str(pid):
                 return child
         return None
+
+
+class FakeSystemd:
+    """The system manager of the unit the fake gunicorn runs in, answering ``systemctl show``.
+
+    When the unit's main process exits, systemd re-reads PIDFile= (``pidfile``, a path or
+    None) and adopts the live process it names; without one the service is dead, so it
+    stops what is left of the unit and starts it again (gunicorn issue 2856). ``lag``
+    answers that many more queries with the old state, as a systemd that has not reaped
+    the old master yet. ``failing`` makes every query fail, as in a container without
+    systemd.
+    """
+
+    ORDER = ('MainPID', 'PIDFile', 'ActiveState', 'NRestarts')  # systemd's, not the order asked for
+
+    def __init__(self, gunicorn, unit='app.service', pidfile=None, main_pid=None, lag=0, failing=False,
+                 cgroup=None):
+        self.gunicorn = gunicorn
+        self.unit = unit
+        self.pidfile = pidfile
+        self.main_pid = gunicorn.master if main_pid is None else main_pid
+        self.restarts = 0
+        self.state = 'active'
+        self.lag = lag
+        self.failing = failing
+        self.later = None  # the state after the main process exited, shown once the lag is over
+        self.queries = []  # (signals sent so far, argv)
+        gunicorn.cgroup = cgroup if cgroup is not None else '0::/system.slice/%s\n' % unit
+        gunicorn.exit_hooks.append(self.exited)
+        gunicorn.write()
+
+    def exited(self, pid):
+        if pid != self.main_pid:
+            return
+        named = None
+        if self.pidfile and os.path.exists(str(self.pidfile)):
+            text = open(str(self.pidfile)).read().strip()
+            named = int(text) if text.isdigit() else None
+        if named in self.gunicorn.processes:
+            self.later = dict(main_pid=named, restarts=self.restarts, state='active')
+            return
+        for other in list(self.gunicorn.processes):
+            if other in self.gunicorn.processes:
+                self.gunicorn.remove(other)
+        upgrade = self.gunicorn.root / 'gunicorn.pid.2'
+        if upgrade.exists():
+            upgrade.unlink()
+        fresh = self.gunicorn.spawn_master(900, ppid=1, environ={})
+        for dummy in range(self.gunicorn.count):
+            self.gunicorn.spawn_worker(fresh, booted=True)
+        self.gunicorn.pidfile.write_text('%d\n' % fresh)
+        self.gunicorn.master = fresh
+        self.later = dict(main_pid=fresh, restarts=self.restarts + 1, state='active')
+
+    def run_command(self, args, **kwargs):
+        self.queries.append((len(self.gunicorn.kills), list(args)))
+        assert args[:2] == ['/usr/bin/systemctl', 'show'] and args[-1] == self.unit, args
+        if self.failing:
+            return 1, '', 'System has not been booted with systemd as init system (PID 1). Can\'t operate.\n'
+        if self.later is not None:
+            if self.lag:
+                self.lag -= 1
+            else:
+                self.main_pid, self.restarts, self.state = (self.later['main_pid'], self.later['restarts'],
+                                                            self.later['state'])
+                self.later = None
+        asked = args[2].split('=', 1)[1].split(',')
+        values = dict(MainPID=self.main_pid, PIDFile=self.pidfile or '', ActiveState=self.state,
+                      NRestarts=self.restarts)
+        return 0, ''.join('%s=%s\n' % (key, values[key]) for key in self.ORDER if key in asked), ''

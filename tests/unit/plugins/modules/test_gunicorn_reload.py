@@ -6,14 +6,18 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import signal
+import stat
 
 import pytest
 
+from ansible.module_utils import basic
+
 from ansible_collections.graceful.wsgi.plugins.modules import gunicorn_reload
 from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
-from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn, FakeSystemd
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
 
@@ -31,7 +35,22 @@ def make_fake(tmp_path, monkeypatch, **kwargs):
     for name in ('inspect_master', 'same_process', 'is_gone'):
         monkeypatch.setattr(_gunicorn, name, stepping(fake, getattr(_gunicorn, name)))
     monkeypatch.setattr(gunicorn_reload, 'ABORT_GRACE_SECONDS', 0.5)
+    monkeypatch.setattr(gunicorn_reload, 'SYSTEMD_POLL_SECONDS', 0.0)
+    # No command runs unless a test puts the fake under a FakeSystemd (see with_systemd).
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', unexpected_command)
     return fake
+
+
+def unexpected_command(self, args, **kwargs):
+    raise AssertionError('unexpected command: %r' % (args,))
+
+
+def with_systemd(fake, monkeypatch, **kwargs):
+    systemd = FakeSystemd(fake, **kwargs)
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, args, **kw: systemd.run_command(args, **kw))
+    monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path',
+                        lambda self, name, *args, **kw: '/usr/bin/%s' % name if name == 'systemctl' else None)
+    return systemd
 
 
 def stepping(fake, look):
@@ -90,6 +109,8 @@ def test_upgrade_replaces_the_master_and_waits_for_the_promotion(gunicorn):
     assert not set(result['workers_after']) & set(before)
     assert signals(gunicorn) == [(100, 'SIGUSR2'), (100, 'SIGTERM')]
     assert 'upgrade complete, master 100 -> %d' % new_master in result['msg']
+    assert result['pidfile_handover'] is True
+    assert result['systemd_unit'] is None and result['systemd_main_pid'] is None
 
 
 def test_upgrade_without_wait_returns_once_the_old_master_was_told_to_stop(gunicorn):
@@ -110,6 +131,7 @@ def test_upgrade_with_a_broken_release_keeps_the_old_master(tmp_path, monkeypatc
     assert result['exit_code'] == 3
     assert fake.pidfile.read_text().strip() == '100'
     assert (100, signal.SIGTERM) not in fake.kills
+    assert result['pidfile_handover'] is False
     # gunicorn 27 leaves the dead new master's pidfile behind; the module removes it.
     assert not (tmp_path / 'gunicorn.pid.2').exists()
     assert 'removed %s.2, left behind by the dead new master' % fake.pidfile in result['msg']
@@ -217,11 +239,18 @@ def test_a_stale_upgrade_pidfile_naming_a_live_process_is_refused(gunicorn):
 
 
 def test_check_mode_proves_identity_and_sends_nothing(gunicorn):
+    before = os.stat(str(gunicorn.pidfile))
     result, failed = run(gunicorn, check_mode=True, mode='upgrade')
     assert not failed and result['changed']
     assert result['msg'].startswith('would send USR2 to gunicorn master 100')
+    assert 'hand the pidfile over to the new master' in result['msg']
     assert result['workers_before'] == sorted(gunicorn.workers_of(100))
     assert gunicorn.kills == []
+    assert result['pidfile_handover'] is False
+    after = os.stat(str(gunicorn.pidfile))
+    assert (after.st_ino, after.st_mtime_ns, after.st_mode) == (before.st_ino, before.st_mtime_ns, before.st_mode)
+    assert gunicorn.pidfile.read_text() == '100\n'
+    assert sorted(os.listdir(str(gunicorn.root))) == ['gunicorn.log', 'gunicorn.pid', 'proc', 'tmp']
 
 
 def test_check_mode_still_fails_on_a_stale_pidfile(gunicorn):
@@ -243,6 +272,265 @@ def test_signalling_is_refused_when_the_pid_was_reused(gunicorn, monkeypatch):
     result, failed = run(gunicorn)
     assert failed and 'no longer the gunicorn master inspected before' in result['msg']
     assert gunicorn.kills == []
+
+
+# ---------------------------------------------------------------- the pidfile handover (gunicorn issue 2856)
+
+def new_master_of(fake):
+    return [pid for pid in fake.processes if fake.processes[pid]['environ'].get('GUNICORN_PID') == '100'][0]
+
+
+def files_beside_the_pidfile(fake):
+    return sorted(name for name in os.listdir(str(fake.root)) if name not in ('proc', 'tmp', 'gunicorn.log'))
+
+
+def test_upgrade_hands_the_pidfile_over_before_the_old_master_gets_term(gunicorn):
+    seen = []
+    real_step = gunicorn.step
+
+    def step_and_read_the_pidfile():
+        real_step()
+        seen.append(gunicorn.pidfile_text())
+
+    gunicorn.step = step_and_read_the_pidfile
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    new_master = result['master_pid']
+    # Never missing, never a third PID: the old master leaves the handed-over file alone, the new one keeps it.
+    assert None not in seen and set(seen) == {'100', str(new_master)}
+    assert seen.index(str(new_master)) > len(seen) - 1 - seen[::-1].index('100')
+    # What the pidfile said when each signal reached the old master: USR2 with it, TERM already with the new one.
+    assert [(pid, signal.Signals(sig).name, named) for pid, sig, named in gunicorn.pidfile_at_kill] == [
+        (100, 'SIGUSR2', '100'), (100, 'SIGTERM', str(new_master))]
+    assert result['pidfile_handover'] is True
+    assert gunicorn.pidfile.read_text() == '%d\n' % new_master
+    assert stat.S_IMODE(os.stat(str(gunicorn.pidfile)).st_mode) == 0o644
+    assert files_beside_the_pidfile(gunicorn) == ['gunicorn.pid'], 'no temporary file, no .2 left'
+
+
+def test_upgrade_without_wait_hands_the_pidfile_over_too(gunicorn):
+    result, failed = run(gunicorn, mode='upgrade', wait=False)
+    assert not failed, result['msg']
+    assert result['pidfile_handover'] is True
+    assert gunicorn.pidfile_at_kill[-1][:2] == (100, signal.SIGTERM)
+    assert gunicorn.pidfile_at_kill[-1][2] == str(result['master_pid']) != '100'
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another owner needs root')
+def test_the_handed_over_pidfile_keeps_the_owner_and_group_of_the_old_one(gunicorn):
+    os.chown(str(gunicorn.pidfile), 4321, 4322)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    status = os.stat(str(gunicorn.pidfile))
+    assert gunicorn.pidfile.read_text().strip() == str(result['master_pid'])
+    assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (4321, 4322, 0o644)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another owner needs root')
+def test_a_group_that_cannot_be_kept_does_not_stop_the_handover(gunicorn, monkeypatch):
+    os.chown(str(gunicorn.pidfile), os.geteuid(), 4322)
+    monkeypatch.setattr(os, 'fchown', refuse_fchown)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['pidfile_handover'] is True
+    assert os.stat(str(gunicorn.pidfile)).st_uid == os.geteuid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another owner needs root')
+def test_an_owner_that_cannot_be_kept_aborts_the_upgrade(gunicorn, monkeypatch):
+    os.chown(str(gunicorn.pidfile), 4321, 4322)
+    monkeypatch.setattr(os, 'fchown', refuse_fchown)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert 'cannot hand pidfile=%s over to it' % gunicorn.pidfile in result['msg']
+    assert 'cannot give the new file the owner 4321:4322 of the old one' in result['msg']
+    assert_aborted_before_term(gunicorn, result)
+
+
+def refuse_fchown(fd, uid, gid):
+    raise OSError(errno.EPERM, 'Operation not permitted')
+
+
+def assert_aborted_before_term(fake, result):
+    new_master = [pid for pid, sig in fake.kills if sig == signal.SIGTERM][0]
+    assert new_master != 100
+    assert signals(fake) == [(100, 'SIGUSR2'), (new_master, 'SIGTERM')]
+    assert 'upgrade aborted, new master %d' % new_master in result['msg']
+    assert 'so the old master 100 was not stopped; stopped it (TERM)' in result['msg']
+    assert 'The old master 100 still serves' in result['msg']
+    assert result['pidfile_handover'] is False
+    assert 100 in fake.processes and new_master not in fake.processes
+    assert fake.pidfile.read_text() == '100\n'
+    assert files_beside_the_pidfile(fake) == ['gunicorn.pid'], 'no temporary file, no .2 left'
+
+
+def test_a_pidfile_that_cannot_be_written_aborts_the_upgrade_and_spares_the_old_master(gunicorn, monkeypatch):
+    real_rename = os.rename
+
+    def refuse_to_replace_the_pidfile(source, target):
+        if str(target) == str(gunicorn.pidfile):
+            raise OSError(errno.EACCES, 'Permission denied', str(source))
+        return real_rename(source, target)
+
+    monkeypatch.setattr(os, 'rename', refuse_to_replace_the_pidfile)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert 'cannot hand pidfile=%s over to it ([Errno 13] Permission denied' % gunicorn.pidfile in result['msg']
+    assert_aborted_before_term(gunicorn, result)
+
+
+@pytest.mark.parametrize('change, fragment', [
+    (lambda fake: fake.pidfile.write_text('4242\n'), 'pidfile={pidfile} names pid 4242, not the old master 100,'),
+    (lambda fake: fake.pidfile.unlink(), 'pidfile={pidfile} does not exist'),
+])
+def test_a_pidfile_changed_during_the_upgrade_stops_nothing(gunicorn, change, fragment):
+    real_usr2 = gunicorn.on_usr2
+
+    def usr2_then_change_the_pidfile_once_booted(pid):
+        real_usr2(pid)
+        boot = gunicorn.pending[-1]
+
+        def boot_then_change():
+            boot()
+            change(gunicorn)
+        gunicorn.pending[-1] = boot_then_change
+
+    gunicorn.on_usr2 = usr2_then_change_the_pidfile_once_booted
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert fragment.format(pidfile=gunicorn.pidfile) in result['msg']
+    assert 'the pidfile was not handed over and nothing was stopped' in result['msg']
+    new_master = new_master_of(gunicorn)
+    assert 'write %d to pidfile=%s and stop 100 to finish the upgrade, or stop %d to abort it' % (
+        new_master, gunicorn.pidfile, new_master) in result['msg']
+    assert signals(gunicorn) == [(100, 'SIGUSR2')]
+    assert result['signals'] == ['USR2 100'] and result['pidfile_handover'] is False
+    assert 100 in gunicorn.processes and new_master in gunicorn.processes
+
+
+# ---------------------------------------------------------------- systemd follows the new master
+
+def test_systemd_with_pidfile_follows_the_new_master(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile))
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    new_master = result['master_pid']
+    assert result['systemd_unit'] == 'app.service'
+    assert result['systemd_main_pid'] == new_master == systemd.main_pid
+    assert systemd.restarts == 0
+    assert 'systemd unit app.service follows it (MainPID %d, not restarted)' % new_master in result['msg']
+    # Asked before USR2 (no signal sent yet), then after the promotion.
+    assert [sent for sent, argv in systemd.queries] == [0, 2]
+    assert systemd.queries[0][1] == ['/usr/bin/systemctl', 'show', '--property=MainPID,NRestarts,ActiveState,PIDFile',
+                                     'app.service']
+
+
+def test_systemd_that_has_not_reaped_the_old_master_yet_is_waited_for(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile), lag=3)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['systemd_main_pid'] == result['master_pid']
+    assert len(systemd.queries) == 5
+
+
+def test_systemd_without_pidfile_restarts_the_unit_and_the_task_fails(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=None)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert 'systemd did not follow the new master' in result['msg']
+    assert 'unit app.service reports MainPID=900, ActiveState=active, NRestarts 0 -> 1' in result['msg']
+    assert 'the unit needs PIDFile=%s (it has no PIDFile=)' % gunicorn.pidfile in result['msg']
+    assert result['systemd_main_pid'] == 900 and systemd.restarts == 1
+    assert result['pidfile_handover'] is True
+
+
+def test_systemd_that_adopts_another_process_fails_the_task(gunicorn, monkeypatch):
+    other = gunicorn.root / 'other.pid'
+    gunicorn.add(300, 1, ['/usr/bin/sleep', '1000'], {}, 7000)
+    other.write_text('300\n')
+    with_systemd(gunicorn, monkeypatch, pidfile=str(other))
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert 'systemd did not follow the new master %d: unit app.service reports MainPID=300, ActiveState=active;' % (
+        new_master_of(gunicorn)) in result['msg']
+    assert 'the unit needs PIDFile=%s (it has PIDFile=%s)' % (gunicorn.pidfile, other) in result['msg']
+    assert result['systemd_main_pid'] == 300
+
+
+def test_systemd_that_restarted_the_unit_fails_the_task_even_if_it_names_the_new_master(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile))
+    real_exited = systemd.exited
+
+    def exited_and_counted(pid):
+        real_exited(pid)
+        if systemd.later:
+            systemd.later['restarts'] += 1
+
+    gunicorn.exit_hooks = [exited_and_counted]
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert 'NRestarts 0 -> 1 (systemd restarted the unit)' in result['msg']
+    assert ('the unit has PIDFile=%s as it needs; it also needs Type=notify or Type=forking' % gunicorn.pidfile
+            in result['msg'])
+
+
+def test_systemd_whose_main_process_is_a_wrapper_only_needs_the_unit_active(gunicorn, monkeypatch):
+    with_systemd(gunicorn, monkeypatch, pidfile=None, main_pid=50)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['systemd_main_pid'] == 50
+    assert ('systemd unit app.service active and not restarted (its MainPID 50 is not a gunicorn master)'
+            in result['msg'])
+
+
+def test_systemd_that_cannot_be_asked_is_skipped_with_a_warning(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile), failing=True)
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, text: warnings.append(text))
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['systemd_unit'] == 'app.service' and result['systemd_main_pid'] is None
+    assert len(systemd.queries) == 1
+    assert len(warnings) == 1 and 'runs in app.service, but systemd cannot be asked about it' in warnings[0]
+    assert 'System has not been booted with systemd' in warnings[0]
+
+
+def test_a_unit_systemd_does_not_report_active_is_not_checked(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile))
+    systemd.state = 'inactive'  # not the unit the master runs in, as in a container that shares the host's cgroups
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, text: warnings.append(text))
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['systemd_main_pid'] is None and len(systemd.queries) == 1
+    assert warnings == ['gunicorn master 100 runs in app.service, which systemd reports as ActiveState=inactive: '
+                        'not checking that systemd follows the upgrade']
+
+
+def test_systemd_is_not_asked_after_an_upgrade_without_wait(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile))
+    result, failed = run(gunicorn, mode='upgrade', wait=False)
+    assert not failed, result['msg']
+    assert result['systemd_unit'] == 'app.service' and result['systemd_main_pid'] is None
+    assert [sent for sent, argv in systemd.queries] == [0]
+
+
+def test_a_master_of_a_user_manager_unit_is_not_checked(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=None,
+                           cgroup='0::/user.slice/user-1000.slice/user@1000.service/app.slice/app.service\n')
+    gunicorn.exit_hooks = []
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['systemd_unit'] is None and systemd.queries == []
+
+
+def test_check_mode_under_systemd_reports_the_unit_and_asks_nothing(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile))
+    result, failed = run(gunicorn, check_mode=True, mode='upgrade')
+    assert not failed
+    assert result['systemd_unit'] == 'app.service' and result['systemd_main_pid'] is None
+    assert systemd.queries == [] and gunicorn.kills == []
+    assert gunicorn.pidfile.read_text() == '100\n'
 
 
 def tmp_path_of(fake):
