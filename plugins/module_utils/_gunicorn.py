@@ -136,7 +136,10 @@ def heartbeats(pid, proc_root=None):
             if not os.path.basename(target).startswith(HEARTBEAT_PREFIX):
                 continue
             status = os.stat(path)
-        except OSError:
+        except OSError as exc:
+            # Listing fd/ needs less than reading its links: root without CAP_SYS_PTRACE lists them only.
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise
             continue  # closed between listdir and stat
         found[status.st_ino] = heartbeat_started(status.st_mode, status.st_mtime, status.st_ctime)
     return found
@@ -239,7 +242,7 @@ def inspect_master(pid, proc_root=None):
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise GunicornError('cannot read %s/%d/fd: permission denied; run the module as the user gunicorn '
-                                'runs as, or as root' % (proc_root, pid))
+                                'runs as, or as root with CAP_SYS_PTRACE (containers often drop it)' % (proc_root, pid))
         return None
     workers, upgrades, strangers = {}, [], []
     for child in _proc.child_pids(pid, proc_root):

@@ -185,9 +185,9 @@ def main(argv=None) -> int:
     load.add_argument("--marks", required=True)
     load.add_argument("--expect-release", required=True)
     load.add_argument("--concurrency", type=int, default=10)
-    # Four 3 s requests always in flight: when a reload starts, some are sure to be on old workers.
-    load.add_argument("--slow-clients", type=int, default=4)
-    load.add_argument("--slow-seconds", type=float, default=3.0)
+    # Slow clients hold workers: keep them below the workers that serve (4 single-threaded uWSGI workers).
+    load.add_argument("--slow-clients", type=int, default=2)
+    load.add_argument("--slow-seconds", type=float, default=2.0)
     load.add_argument("--think-seconds", type=float, default=0.04,
                       help="pause of each fast client between requests; leaves CPU to the fleet and to ansible")
     load.add_argument("--min-requests", type=int, default=2000)

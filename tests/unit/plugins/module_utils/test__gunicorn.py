@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import tempfile
 import time
@@ -77,6 +78,18 @@ def test_heartbeats_of_a_real_process_follow_each_touch(tmp_path):
     finally:
         os.close(fd)
     assert _gunicorn.heartbeats(os.getpid()) == {}
+
+
+def test_descriptors_listed_but_not_readable_are_a_permission_error(monkeypatch):
+    """Root without CAP_SYS_PTRACE (a container) lists /proc/PID/fd but may not read the links: that must
+    not pass for a master without workers."""
+    def refuse(path):
+        raise OSError(errno.EACCES, 'Permission denied', path)
+
+    monkeypatch.setattr(os, 'readlink', refuse)
+    with pytest.raises(OSError) as caught:
+        _gunicorn.heartbeats(os.getpid())
+    assert caught.value.errno == errno.EACCES
 
 
 def test_written_files_lists_logs_but_not_read_only_or_deleted_files(tmp_path):
