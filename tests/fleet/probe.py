@@ -3,10 +3,11 @@
     python3 tests/fleet/probe.py load --target app1=http://127.0.0.1:18101 ... --marks DIR [--max-seconds 300]
         Real HTTP load on every target (fresh connection per request, slow requests always in flight).
         Writes DIR/warm once every target has answered; the playbook writes DIR/reload-started before it
-        switches and reloads, and DIR/reload-done afterwards. Ends after reload-done (and at least
-        --min-requests per target) and exits 1 unless every target had 0 failed requests, an old worker
-        finishing a slow request after the new release first answered, and only --expect-release answers
-        from requests started after reload-done. Prints one JSON document.
+        switches and reloads, DIR/window-NAME per target (the reload module's trigger and completion, epoch
+        seconds) and DIR/reload-done afterwards. Ends after reload-done (and at least --min-requests per
+        target) and exits 1 unless every target had 0 failed requests, slow requests in flight when its
+        reload was triggered, and only --expect-release answers from requests started after the reload
+        completed. Prints one JSON document.
 
     python3 tests/fleet/probe.py workers --url URL --pids 11,12 --release v2 --dependency 3.10
         Concurrent requests until each listed worker pid has answered; exits 1 unless each named the
@@ -38,31 +39,45 @@ def wait_for_mark(path: Path, deadline: float) -> float | None:
     return None
 
 
-def judge_target(name: str, result, reload_started: float | None, reload_done: float | None, release: str):
+def read_window(marks: Path, name: str, epoch_to_monotonic: float):
+    """The reload window of a target, (triggered, completed) in monotonic time, from DIR/window-NAME:
+    the reload module's completed_at minus its elapsed, and completed_at (epoch seconds; hosts share the clock)."""
+    try:
+        triggered, completed = (float(field) for field in (marks / f"window-{name}").read_text().split())
+    except (OSError, ValueError):
+        return None
+    return triggered - epoch_to_monotonic, completed - epoch_to_monotonic
+
+
+def judge_target(name: str, result, window, release: str):
     problems = []
     if result.failed:
         problems.append(f"{name}: {result.failed} failed requests: " + result.summary(5))
-    # The first answer from the new release shows the reload under way: a slow request that started before it
-    # and succeeded after it was in flight on an old worker while workers were being replaced.
-    first_new = min((r.t_end for r in result.responses if r.ok and r.release == release), default=None)
-    spanning = [
-        r for r in result.responses
-        if r.kind == "slow" and first_new is not None and r.t_start < first_new < r.t_end
-    ]
-    if not any(r.ok and r.release != release for r in spanning):
-        problems.append(f"{name}: no slow request on an old worker was in flight (and succeeded) during the reload")
-    late = [r for r in result.responses if reload_done is not None and r.t_start >= reload_done]
+    if window is None:
+        problems.append(f"{name}: no reload window was recorded (did the role reload this host?)")
+        return {"requests": result.total, "failed": result.failed}, problems
+    triggered, completed = window
+    # Slow requests in flight when the reload was triggered: they must all have succeeded (failed is 0), and
+    # there must be some, or the run proved nothing about requests a worker was still serving.
+    in_flight = [r for r in result.responses if r.kind == "slow" and r.t_start < triggered < r.t_end]
+    if not any(r.ok for r in in_flight):
+        problems.append(f"{name}: no slow request was in flight when the reload was triggered")
+    late = [r for r in result.responses if r.t_start >= completed]
     stale = sorted({(r.release, r.pid) for r in late if r.ok and r.release != release}, key=str)
     if stale:
-        problems.append(f"{name}: answers from other releases after the reload finished: {stale[:10]}")
-    if reload_done is not None and not late:
-        problems.append(f"{name}: no request started after the reload finished")
+        problems.append(f"{name}: answers from other releases after the reload completed: {stale[:10]}")
+    if not late:
+        problems.append(f"{name}: no request started after the reload completed")
     report = {
         "requests": result.total,
         "failed": result.failed,
         "slow": result.slow_total,
-        "slow_spanning_reload": {"old": sum(1 for r in spanning if r.ok and r.release != release),
-                                 "new": sum(1 for r in spanning if r.ok and r.release == release)},
+        "reload_seconds": round(completed - triggered, 2),
+        "slow_in_flight_at_trigger": {
+            "succeeded": sum(1 for r in in_flight if r.ok),
+            "served_by_old_release": sum(1 for r in in_flight if r.ok and r.release != release),
+        },
+        "requests_during_reload": sum(1 for r in result.responses if triggered <= r.t_start < completed),
         "requests_per_second": round(result.requests_per_second),
         "p50_ms": round(result.p50_ms, 1),
         "p99_ms": round(result.p99_ms, 1),
@@ -77,6 +92,7 @@ def run_load(args) -> int:
     marks = Path(args.marks)
     marks.mkdir(parents=True, exist_ok=True)
     targets = dict(item.split("=", 1) for item in args.target)
+    epoch_to_monotonic = time.time() - time.monotonic()
     generators = {
         name: LoadGenerator(
             url,
@@ -107,10 +123,11 @@ def run_load(args) -> int:
         problems.append(f"the playbook did not mark the reload within {args.max_seconds} s")
     report = {"expect_release": args.expect_release, "targets": {}}
     for name, result in results.items():
-        report["targets"][name], found = judge_target(name, result, reload_started, reload_done, args.expect_release)
+        window = read_window(marks, name, epoch_to_monotonic)
+        report["targets"][name], found = judge_target(name, result, window, args.expect_release)
         problems.extend(found)
     if reload_started is not None and reload_done is not None:
-        report["reload_seconds"] = round(reload_done - reload_started, 2)
+        report["switch_and_reload_seconds"] = round(reload_done - reload_started, 2)
     report["requests"] = sum(r.total for r in results.values())
     report["failed"] = sum(r.failed for r in results.values())
     report["problems"] = problems
