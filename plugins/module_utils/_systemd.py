@@ -75,3 +75,11 @@ def int_property(properties, key):
     """An integer property (``MainPID``, ``NRestarts``), or None when absent or not a number."""
     value = properties.get(key, '')
     return int(value) if value.isdigit() else None
+
+
+def cursor_from(output):
+    """The journal cursor ``journalctl --show-cursor`` printed (its ``-- cursor: C`` line), or None."""
+    for line in (output or '').splitlines():
+        if line.startswith('-- cursor: '):
+            return line[len('-- cursor: '):].strip() or None
+    return None

@@ -112,8 +112,10 @@ notes:
     the unit before C(USR2) (a warning says so), and with O(wait=false). When systemd's C(MainPID) was not
     the old master before the upgrade, for example with a wrapper script, only C(ActiveState) and
     C(NRestarts) are checked.
-  - The cause of a failure comes from the files the master writes its log to, found in C(/proc). A master
-    logging to the journal or syslog gives only the exit code.
+  - The cause of a failure comes from the files the master writes its log to, found in C(/proc), or, for a
+    master in a systemd service that writes no log file (gunicorn's default C(errorlog) is stderr, which
+    systemd sends to the journal), from the unit's journal since the first signal (C(journalctl --unit)).
+    A master logging to syslog gives only the exit code.
 seealso:
   - module: graceful.wsgi.gunicorn_info
   - name: gunicorn signal handling
@@ -235,6 +237,9 @@ LOG_TAIL_LINES = 20
 # systemd re-reads PIDFile= when it reaps the old master; the module may see the master gone a little earlier.
 SYSTEMD_GRACE_SECONDS = 10.0
 SYSTEMD_POLL_SECONDS = 0.2
+# journald receives a dead master's last lines a little after its exit.
+JOURNAL_SETTLE_SECONDS = 1.5
+JOURNAL_LINES = 400
 SYSTEMD_PROPERTIES = ('MainPID', 'NRestarts', 'ActiveState', 'PIDFile')
 
 
@@ -267,6 +272,24 @@ class SystemdUnit:
         return _systemd.parse_show(out)
 
 
+class JournalWatch:
+    """The journal of the master's unit from now on: where a gunicorn under systemd logs (stderr, no log file)."""
+
+    def __init__(self, module, unit, journalctl):
+        self.module = module
+        self.unit = unit
+        self.journalctl = journalctl
+        rc, out, err = module.run_command([journalctl, '--unit', unit, '--no-pager', '--quiet', '--lines=0',
+                                           '--show-cursor'])
+        self.cursor = _systemd.cursor_from(out) if rc == 0 else None
+
+    def new_lines(self):
+        command = [self.journalctl, '--unit', self.unit, '--no-pager', '--quiet', '--output=cat']
+        command += ['--after-cursor', self.cursor] if self.cursor else ['--lines=%d' % JOURNAL_LINES]
+        rc, out, err = self.module.run_command(command)
+        return out.splitlines()[-JOURNAL_LINES:] if rc == 0 else []
+
+
 def service_of(pid):
     """The system service (``NAME.service``) process ``pid`` runs in, from its cgroup, or None."""
     return _systemd.unit_from_cgroup(_proc.read_text(os.path.join(_gunicorn.PROC, str(pid), 'cgroup')))
@@ -284,6 +307,7 @@ class Reload:
         self.old_workers = sorted(master.workers)
         self.signals = []
         self.log = _gunicorn.LogWatch(_gunicorn.written_files(master.pid))
+        self.journal = self.journal_of(module, master) if not self.log.offsets else None
         self.listeners = _gunicorn.socket_inodes(master.pid)
         self.last = master
         self.deadline = None
@@ -306,20 +330,39 @@ class Reload:
             raise
         self.signals.append('%s %d' % (sig.name[3:], master.pid))
 
+    @staticmethod
+    def journal_of(module, master):
+        """A JournalWatch when the master logs to the journal of its systemd unit, else None."""
+        unit = service_of(master.pid)
+        journalctl = module.get_bin_path('journalctl') if unit else None
+        return JournalWatch(module, unit, journalctl) if journalctl else None
+
     def log_lines(self):
         return self.log.new_lines()
+
+    def failure_lines(self):
+        """The log lines that explain a failure: the log files', or the unit journal's once it shows a cause."""
+        lines = self.log_lines()
+        if self.journal is None:
+            return lines
+        settle = Deadline(JOURNAL_SETTLE_SECONDS)
+        while True:
+            journal = self.journal.new_lines()
+            if _gunicorn.summarize_log(journal)[1] or settle.expired():
+                return lines + journal
+            time.sleep(0.1)
 
     def log_verdict(self):
         """(exit_code, cause) from the log lines written since the first signal."""
         return _gunicorn.summarize_log(self.log_lines())
 
     def failure_details(self):
-        lines = self.log_lines()
+        lines = self.failure_lines()
         exit_code, cause = _gunicorn.summarize_log(lines)
         details = {}
         if exit_code is not None:
             details['exit_code'] = exit_code
-        if self.log.offsets:
+        if self.log.offsets or self.journal is not None:
             details['log_tail'] = lines[-LOG_TAIL_LINES:]
         return details, cause
 
@@ -328,7 +371,9 @@ class Reload:
             return cause
         if self.log.offsets:
             return 'none shown in %s' % ', '.join(sorted(self.log.offsets))
-        return 'unknown: the master writes no log file (journal or syslog?)'
+        if self.journal is not None:
+            return 'none shown in the journal of %s' % self.journal.unit
+        return 'unknown: the master writes no log file and runs in no systemd unit (syslog?)'
 
     def poll(self, probe, describe):
         return poll(probe, self.deadline, self.poll_interval, describe=describe)

@@ -54,3 +54,10 @@ def test_parse_show_keeps_empty_values_and_equals_signs_in_values():
 def test_int_property(value, expected):
     assert _systemd.int_property({'MainPID': value}, 'MainPID') == expected
     assert _systemd.int_property({}, 'MainPID') is None
+
+
+def test_cursor_from_show_cursor_output():
+    assert _systemd.cursor_from('-- cursor: s=0a1b;i=2c3;b=4d\n') == 's=0a1b;i=2c3;b=4d'
+    assert _systemd.cursor_from('some line\n-- cursor: s=1\n') == 's=1'
+    assert _systemd.cursor_from('-- No entries --\n') is None
+    assert _systemd.cursor_from('') is None and _systemd.cursor_from(None) is None

@@ -36,6 +36,7 @@ class FakeGunicorn:
         self.pidfile = root / 'gunicorn.pid'
         self.log = root / 'gunicorn.log'
         self.log.write_text('[2026-11-22 10:00:00 +0000] [100] [INFO] Listening at: http://127.0.0.1:8000 (100)\n')
+        self.stderr = str(self.log)  # where fd 2 of every process points; a FakeSystemd journal makes it a socket
         self.count = workers
         self.broken = broken
         self.never_ready = never_ready
@@ -63,7 +64,7 @@ class FakeGunicorn:
 
     def spawn_master(self, pid, ppid, environ):
         self.add(pid, ppid, self.argv, environ, start=5000 + pid)
-        self.processes[pid]['fds'] = {'0': '/dev/null', '2': str(self.log), '5': 'socket:[777]'}
+        self.processes[pid]['fds'] = {'0': '/dev/null', '2': self.stderr, '5': 'socket:[777]'}
         return pid
 
     def spawn_worker(self, master, booted):
@@ -75,7 +76,7 @@ class FakeGunicorn:
         os.chmod(str(heartbeat), 0o001 if booted else 0o600)
         fd = str(10 + len(self.processes[master]['fds']))
         self.processes[master]['fds'][fd] = str(heartbeat)
-        self.processes[pid]['fds'] = {'2': str(self.log), '6': str(heartbeat), '5': 'socket:[777]'}
+        self.processes[pid]['fds'] = {'2': self.stderr, '6': str(heartbeat), '5': 'socket:[777]'}
         return pid
 
     def boot(self, pid):
@@ -242,8 +243,17 @@ class FakeSystemd:
     ORDER = ('MainPID', 'PIDFile', 'ActiveState', 'NRestarts')  # systemd's, not the order asked for
 
     def __init__(self, gunicorn, unit='app.service', pidfile=None, main_pid=None, lag=0, failing=False,
-                 cgroup=None):
+                 cgroup=None, journal=False, journal_lag=0):
         self.gunicorn = gunicorn
+        # journal: gunicorn logs to stderr, a journald stream socket; journalctl reads the fake's log file,
+        # which shows new lines journal_lag queries late (journald receives a dead master's last lines late).
+        self.journal = journal
+        self.journal_lag = journal_lag
+        if journal:
+            gunicorn.stderr = 'socket:[999]'
+            for process in gunicorn.processes.values():
+                if '2' in process.get('fds', {}):
+                    process['fds']['2'] = gunicorn.stderr
         self.unit = unit
         self.pidfile = pidfile
         self.main_pid = gunicorn.master if main_pid is None else main_pid
@@ -282,6 +292,8 @@ class FakeSystemd:
 
     def run_command(self, args, **kwargs):
         self.queries.append((len(self.gunicorn.kills), list(args)))
+        if args[0] == '/usr/bin/journalctl':
+            return self.journalctl(args)
         assert args[:2] == ['/usr/bin/systemctl', 'show'] and args[-1] == self.unit, args
         if self.failing:
             return 1, '', 'System has not been booted with systemd as init system (PID 1). Can\'t operate.\n'
@@ -296,3 +308,15 @@ class FakeSystemd:
         values = dict(MainPID=self.main_pid, PIDFile=self.pidfile or '', ActiveState=self.state,
                       NRestarts=self.restarts)
         return 0, ''.join('%s=%s\n' % (key, values[key]) for key in self.ORDER if key in asked), ''
+
+    def journalctl(self, args):
+        assert self.journal and args[1:3] == ['--unit', self.unit], args
+        lines = open(str(self.gunicorn.log)).read().splitlines()
+        if '--show-cursor' in args:
+            return 0, '-- cursor: s=fake;i=%d\n' % len(lines), ''
+        after = [arg for arg in args if arg.startswith('s=fake;i=')]
+        assert after and '--output=cat' in args, args
+        if self.journal_lag:
+            self.journal_lag -= 1
+            return 0, '', ''
+        return 0, ''.join(line + '\n' for line in lines[int(after[0].split('=')[-1]):]), ''

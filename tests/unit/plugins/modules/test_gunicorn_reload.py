@@ -49,7 +49,8 @@ def with_systemd(fake, monkeypatch, **kwargs):
     systemd = FakeSystemd(fake, **kwargs)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, args, **kw: systemd.run_command(args, **kw))
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path',
-                        lambda self, name, *args, **kw: '/usr/bin/%s' % name if name == 'systemctl' else None)
+                        lambda self, name, *args, **kw: '/usr/bin/%s' % name if name in ('systemctl', 'journalctl')
+                        else None)
     return systemd
 
 
@@ -135,6 +136,32 @@ def test_upgrade_with_a_broken_release_keeps_the_old_master(tmp_path, monkeypatc
     # gunicorn 27 leaves the dead new master's pidfile behind; the module removes it.
     assert not (tmp_path / 'gunicorn.pid.2').exists()
     assert 'removed %s.2, left behind by the dead new master' % fake.pidfile in result['msg']
+
+
+@pytest.mark.parametrize('journal_lag', [0, 3])
+def test_a_broken_release_under_systemd_is_explained_from_the_unit_journal(tmp_path, monkeypatch, journal_lag):
+    """gunicorn under systemd logs to stderr, the journal: no log file in /proc, the cause is in the journal,
+    possibly a little after the new master died."""
+    fake = make_fake(tmp_path, monkeypatch, broken=True)
+    systemd = with_systemd(fake, monkeypatch, pidfile=str(fake.pidfile), journal=True, journal_lag=journal_lag)
+    result, failed = run(fake, mode='upgrade')
+    assert failed
+    assert 'RuntimeError: release 2 is broken' in result['msg']
+    assert result['exit_code'] == 3
+    assert any('RuntimeError' in line for line in result['log_tail'])
+    assert (100, signal.SIGTERM) not in fake.kills
+    cursor_queries = [argv for sent, argv in systemd.queries if '--show-cursor' in argv]
+    assert len(cursor_queries) == 1 and [sent for sent, argv in systemd.queries if '--show-cursor' in argv] == [0]
+
+
+def test_a_silent_journal_is_named_as_such(tmp_path, monkeypatch):
+    fake = make_fake(tmp_path, monkeypatch, broken=True)
+    with_systemd(fake, monkeypatch, pidfile=str(fake.pidfile), journal=True)
+    monkeypatch.setattr(gunicorn_reload, 'JOURNAL_SETTLE_SECONDS', 0.2)
+    monkeypatch.setattr(fake, 'logs', lambda *lines: None)  # the broken release writes nothing anywhere
+    result, failed = run(fake, mode='upgrade')
+    assert failed
+    assert 'none shown in the journal of app.service' in result['msg']
 
 
 def test_a_new_master_that_died_unseen_leaves_no_upgrade_pidfile(tmp_path, monkeypatch):
