@@ -307,7 +307,8 @@ class Reload:
         self.old_workers = sorted(master.workers)
         self.signals = []
         self.log = _gunicorn.LogWatch(_gunicorn.written_files(master.pid))
-        self.journal = self.journal_of(module, master) if not self.log.offsets else None
+        self.systemd_unit = service_of(master.pid)
+        self.journal = self.unit_journal() if not self.log.offsets else None
         self.listeners = _gunicorn.socket_inodes(master.pid)
         self.last = master
         self.deadline = None
@@ -330,12 +331,10 @@ class Reload:
             raise
         self.signals.append('%s %d' % (sig.name[3:], master.pid))
 
-    @staticmethod
-    def journal_of(module, master):
-        """A JournalWatch when the master logs to the journal of its systemd unit, else None."""
-        unit = service_of(master.pid)
-        journalctl = module.get_bin_path('journalctl') if unit else None
-        return JournalWatch(module, unit, journalctl) if journalctl else None
+    def unit_journal(self):
+        """A JournalWatch when the master runs in a systemd unit, whose journal gets its stderr; else None."""
+        journalctl = self.module.get_bin_path('journalctl') if self.systemd_unit else None
+        return JournalWatch(self.module, self.systemd_unit, journalctl) if journalctl else None
 
     def log_lines(self):
         return self.log.new_lines()
@@ -426,7 +425,6 @@ class UpgradeReload(Reload):
         self.stable_since = None
         self.seen_workers = None
         self.pidfile_handover = False
-        self.systemd_unit = service_of(master.pid)
         self.unit = None            # a SystemdUnit once systemd answered about it before USR2
         self.systemd_before = {}
         self.systemd_main_pid = None
