@@ -1,0 +1,278 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The deploy lock: one JSON file per app, created with O_EXCL so that two runs never both hold it.
+
+Private to the collection: the interface may change without notice.
+Rules relied on:
+
+* ``open(O_CREAT | O_EXCL)`` creates the file in exactly one of any number of
+  concurrent callers (POSIX; also on NFSv3+ and every local filesystem);
+* ``rename`` within one directory is atomic: a lock being removed is moved aside
+  first and compared with what was read, so a release or a break never removes a
+  lock that another run took in between.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import json
+import os
+import time
+
+LOCK_MODE = 0o644
+# The creator writes right after O_EXCL: an empty lock file is one being written, for this long at most.
+EMPTY_GRACE_SECONDS = 1.0
+EMPTY_POLL_SECONDS = 0.05
+SNIPPET_CHARS = 120
+
+# Actions decide() returns.
+ACQUIRE = 'acquire'
+KEEP = 'keep'
+BREAK_AND_ACQUIRE = 'break_and_acquire'
+NOTHING = 'nothing'
+RELEASE = 'release'
+BREAK_AND_RELEASE = 'break_and_release'
+
+
+class LockError(Exception):
+    """The message names the option or path and what was found instead."""
+
+
+class LockHeld(LockError):
+    """Another run holds the lock (or the lock is corrupt) and break_lock is false."""
+
+    def __init__(self, message, holder):
+        super(LockHeld, self).__init__(message)
+        self.holder = holder
+
+
+class Lock:
+    """What a lock file held when read: its raw bytes and, unless corrupt, its JSON object."""
+
+    def __init__(self, path, raw, content=None, problem=None):
+        self.path = path
+        self.raw = raw
+        self.content = content
+        self.problem = problem
+
+    @property
+    def corrupt(self):
+        return self.content is None
+
+    @property
+    def run_id(self):
+        return None if self.corrupt else self.content['run_id']
+
+    def holder(self):
+        """The holder as returned to the caller; a corrupt file gives the start of its text."""
+        if self.corrupt:
+            return {'corrupt': snippet(self.raw.decode('utf-8', 'replace'))}
+        return dict(self.content)
+
+
+def utc_now(clock=time.time):
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(clock()))
+
+
+def lock_content(run_id, holder, acquired_at):
+    """What the lock file holds: the caller's facts, with run_id and acquired_at that they cannot override."""
+    content = dict(holder or {})
+    content.update(run_id=run_id, acquired_at=acquired_at)
+    return content
+
+
+def encode(content):
+    return (json.dumps(content, sort_keys=True, indent=2) + '\n').encode('utf-8')
+
+
+def snippet(text, limit=SNIPPET_CHARS):
+    text = ' '.join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def parse(path, raw):
+    """A Lock from the bytes of ``path``; corrupt when not a JSON object with a string run_id."""
+    try:
+        content = json.loads(raw.decode('utf-8'))
+    except ValueError:  # UnicodeDecodeError is a ValueError too
+        return Lock(path, raw, problem='not JSON' if raw.strip() else 'empty')
+    if not isinstance(content, dict):
+        return Lock(path, raw, problem='not a JSON object')
+    if not isinstance(content.get('run_id'), str) or not content['run_id']:
+        return Lock(path, raw, problem='no run_id')
+    return Lock(path, raw, content)
+
+
+def check_directory(path):
+    """Fail early, naming ``path``, when the lock cannot live there."""
+    directory = os.path.dirname(path) or '.'
+    if not os.path.exists(directory):
+        raise LockError('path=%s: directory %s does not exist' % (path, directory))
+    if not os.path.isdir(directory):
+        raise LockError('path=%s: %s is not a directory' % (path, directory))
+    if os.path.isdir(path):
+        raise LockError('path=%s: is a directory, not a lock file' % path)
+
+
+def _os_error(path, exc, doing):
+    reason = 'permission denied' if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror or str(exc)
+    return LockError('path=%s: cannot %s the lock: %s' % (path, doing, reason))
+
+
+def _read_raw(path):
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise _os_error(path, exc, 'read')
+
+
+def read_lock(path, clock=time.monotonic, sleep=time.sleep):
+    """The Lock at ``path``, or None when there is none."""
+    give_up = clock() + EMPTY_GRACE_SECONDS
+    while True:
+        raw = _read_raw(path)
+        if raw is None:
+            return None
+        if raw or clock() >= give_up:
+            return parse(path, raw)
+        sleep(EMPTY_POLL_SECONDS)
+
+
+def describe(lock):
+    """``run X: user U on controller C since T (release R, playbook P)`` from what the holder stored."""
+    if lock.corrupt:
+        return 'a corrupt lock file (%s: %r)' % (lock.problem, snippet(lock.raw.decode('utf-8', 'replace'), 60))
+    content = lock.content
+    words = ['run %s' % lock.run_id]
+    who = []
+    if content.get('user'):
+        who.append('user %s' % content['user'])
+    if content.get('controller'):
+        who.append('on controller %s' % content['controller'])
+    since = content.get('acquired_at') or content.get('started')
+    if since:
+        who.append('since %s' % since)
+    extras = ['%s %s' % (key, content[key]) for key in ('release', 'playbook', 'pid') if content.get(key)]
+    text = words[0] + (': ' + ' '.join(who) if who else '')
+    return text + (' (%s)' % ', '.join(extras) if extras else '')
+
+
+def what_is_broken(lock):
+    return 'a corrupt lock file' if lock.corrupt else 'the lock of %s' % describe(lock)
+
+
+def held_message(path, lock, state):
+    if lock.corrupt:
+        return ('deploy lock %s is corrupt (%s: %r). If no deploy is running, set break_lock=true to %s it.'
+                % (path, lock.problem, snippet(lock.raw.decode('utf-8', 'replace'), 60),
+                   'replace' if state == 'present' else 'remove'))
+    if state == 'present':
+        tail = 'Wait for that run to end; if it died, set break_lock=true to take the lock.'
+    else:
+        tail = 'Not releasing a lock this run does not hold; if that run died, set break_lock=true to remove it.'
+    return 'deploy lock %s is held by %s. %s' % (path, describe(lock), tail)
+
+
+def decide(path, state, run_id, lock, break_lock):
+    """The action for ``state`` given the current Lock (or None); LockHeld when another run has it."""
+    mine = lock is not None and not lock.corrupt and lock.run_id == run_id
+    if state == 'present':
+        if lock is None:
+            return ACQUIRE
+        if mine:
+            return KEEP
+        if break_lock:
+            return BREAK_AND_ACQUIRE
+    else:
+        if lock is None:
+            return NOTHING
+        if mine:
+            return RELEASE
+        if break_lock:
+            return BREAK_AND_RELEASE
+    raise LockHeld(held_message(path, lock, state), lock.holder())
+
+
+def create(path, content):
+    """Create the lock holding ``content``; False when a lock file already exists (someone else won)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, LOCK_MODE)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            return False
+        raise _os_error(path, exc, 'create')
+    try:
+        # The umask must not hide the holder from other deploy users who need to read who holds it.
+        os.fchmod(fd, LOCK_MODE)
+        data = encode(content)
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        os.close(fd)
+        # A half-written lock would read as corrupt and block every later run.
+        os.unlink(path)
+        raise _os_error(path, exc, 'write')
+    os.close(fd)
+    return True
+
+
+def remove(lock):
+    """Remove the lock file ``lock`` was read from, and only if it still holds the same bytes.
+
+    The file is renamed aside first (atomic) and compared; one that changed since it was read
+    belongs to a run that took the lock in between and is put back.
+    """
+    path = lock.path
+    aside = '%s.removing-%d-%s' % (path, os.getpid(), os.urandom(4).hex())
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise _os_error(path, exc, 'remove')
+    moved = _read_raw(aside)
+    if moved == lock.raw:
+        os.unlink(aside)
+        return True
+    try:
+        # link, not rename: a lock created meanwhile by a third run must not be overwritten.
+        os.link(aside, path)
+    except OSError:
+        raise LockError('path=%s: the lock changed while it was being removed and could not be put back; the lock '
+                        'that was there is kept as %s' % (path, aside))
+    os.unlink(aside)
+    return False
+
+
+def acquire(path, run_id, content):
+    """Take the lock for ``run_id``: (changed, holder). LockHeld names the run that holds it instead."""
+    # A lock that vanishes between a failed create and the read gets another try, a few at most.
+    for _attempt in range(3):
+        if create(path, content):
+            return True, content
+        current = read_lock(path)
+        if current is not None and decide(path, 'present', run_id, current, False) == KEEP:
+            return False, current.holder()
+    raise LockError('path=%s: the lock file keeps appearing and vanishing; another run is taking and releasing it'
+                    % path)
+
+
+def release(path, run_id, lock):
+    """Remove the lock ``run_id`` holds, as read before: (changed, removed holder).
+
+    LockHeld when another run holds it (it took the lock after a break, for instance).
+    """
+    for _attempt in range(3):
+        if decide(path, 'absent', run_id, lock, False) == NOTHING:
+            return False, None
+        if remove(lock):
+            return True, lock.holder()
+        lock = read_lock(path)
+    raise LockError('path=%s: the lock file keeps changing while this run releases it' % path)
