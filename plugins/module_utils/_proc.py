@@ -11,7 +11,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
+import time
 
 
 class ProcessInfo:
@@ -133,3 +135,108 @@ def read_text(path, limit=1024 * 1024):
             return handle.read(limit)
     except (IOError, OSError, UnicodeDecodeError):
         return None
+
+
+def all_child_pids(pid, proc_root='/proc'):
+    """Children of every thread of ``pid``: a child forked by another thread than the main one is only in that
+    thread's children list. Falls back to child_pids when the kernel keeps no such list."""
+    try:
+        tasks = os.listdir(os.path.join(proc_root, str(pid), 'task'))
+    except (IOError, OSError):
+        return []
+    found = set()
+    listed = False
+    for task in tasks:
+        listing = read_text(os.path.join(proc_root, str(pid), 'task', task, 'children'))
+        if listing is not None:
+            listed = True
+            found.update(int(word) for word in listing.split())
+    return sorted(found) if listed else child_pids(pid, proc_root)
+
+
+def read_link_or_raise(pid, name, proc_root='/proc'):
+    """Target of /proc/PID/<name>, None when the process is gone; OSError (EACCES, EPERM) when it is hidden.
+
+    Unlike read_link, a process this user may not look at is not mistaken for one that exited.
+    """
+    try:
+        return os.readlink(os.path.join(proc_root, str(pid), name))
+    except (IOError, OSError) as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise
+        return None
+
+
+def read_text_or_raise(pid, name, proc_root='/proc'):
+    """Content of /proc/PID/<name> (maps), None when the process is gone; OSError (EACCES, EPERM) when hidden."""
+    try:
+        with open(os.path.join(proc_root, str(pid), name), 'r') as handle:
+            return handle.read()
+    except (IOError, OSError) as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise
+        return None
+
+
+def parse_start_ticks(text):
+    """Start time of a process in clock ticks since boot: field 22 of the text of /proc/PID/stat."""
+    # Fields counted after comm, which may hold spaces: state is field 3, starttime field 22.
+    return int(text[text.rindex(')') + 2:].split()[19])
+
+
+def start_ticks(pid, proc_root='/proc'):
+    """The process's start time in clock ticks since boot, or None when it is gone."""
+    text = read_text(os.path.join(proc_root, str(pid), 'stat'))
+    if text is None:
+        return None
+    try:
+        return parse_start_ticks(text)
+    except (ValueError, IndexError):
+        return None
+
+
+def parse_uptime(text):
+    """Seconds since boot from the text of /proc/uptime."""
+    return float(text.split()[0])
+
+
+def boot_time(proc_root='/proc', now=None):
+    """Epoch time of the boot, to 10 ms (now minus /proc/uptime), or None when /proc/uptime cannot be read.
+
+    Not btime of /proc/stat: that is truncated to the second, so a process started just after an
+    event could seem to have started up to a second before it.
+    """
+    text = read_text(os.path.join(proc_root, 'uptime'))
+    if not text:
+        return None
+    uptime = parse_uptime(text)
+    return (time.time() if now is None else now) - uptime
+
+
+def clock_tick():
+    """Seconds per clock tick, the resolution of start times in /proc/PID/stat."""
+    return 1.0 / os.sysconf('SC_CLK_TCK')
+
+
+def start_time(pid, proc_root='/proc', boot=None):
+    """Epoch time at which ``pid`` started (tick resolution), or None when it is gone."""
+    ticks = start_ticks(pid, proc_root)
+    boot = boot_time(proc_root) if boot is None else boot
+    if ticks is None or boot is None:
+        return None
+    return boot + ticks * clock_tick()
+
+
+def mapped_paths(maps_text):
+    """The distinct files mapped into a process, sorted, from the text of /proc/PID/maps.
+
+    Anonymous mappings and the kernel's pseudo ones ([heap], [stack], [vdso]) are left out; a file
+    deleted since it was mapped keeps the kernel's " (deleted)" suffix.
+    """
+    found = set()
+    for line in (maps_text or '').splitlines():
+        # address perms offset dev inode pathname; the pathname may itself hold spaces.
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith('/'):
+            found.add(fields[5].rstrip('\n'))
+    return sorted(found)

@@ -6,7 +6,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -65,3 +69,80 @@ def test_read_pidfile(tmp_path):
     path = tmp_path / 'app.pid'
     path.write_text('1234\n')
     assert _proc.read_pidfile(str(path)) == 1234
+
+
+def test_parse_start_ticks_counts_fields_after_comm():
+    fields = ['S', '1'] + ['0'] * 17 + ['123456'] + ['0'] * 10
+    assert _proc.parse_start_ticks('42 (gunicorn: worker [app]) %s\n' % ' '.join(fields)) == 123456
+
+
+def test_start_time_from_ticks_and_uptime(tmp_path):
+    make_proc(tmp_path, 10, 'uwsgi', 'S', 1, ['uwsgi'])
+    fields = ['S', '1'] + ['0'] * 17 + ['50000'] + ['0'] * 10
+    (tmp_path / '10' / 'stat').write_text('10 (uwsgi) %s\n' % ' '.join(fields))
+    (tmp_path / 'uptime').write_text('1000.50 900.00\n')
+    boot = _proc.boot_time(str(tmp_path), now=2000000000.5)
+    assert boot == 1999999000.0
+    assert _proc.start_time(10, str(tmp_path), boot=boot) == pytest.approx(boot + 50000 * _proc.clock_tick())
+    assert _proc.start_time(11, str(tmp_path), boot=boot) is None
+    assert _proc.boot_time(str(tmp_path / 'nowhere')) is None
+
+
+def test_start_time_of_a_real_process_is_accurate_to_a_tick():
+    before = time.time()
+    child = subprocess.Popen(['sleep', '30'])
+    try:
+        after = time.time()
+        started = _proc.start_time(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    # Two ticks: one for the start time's resolution, one for /proc/uptime's.
+    slack = 2 * _proc.clock_tick()
+    assert before - slack <= started <= after + slack
+
+
+def test_mapped_paths_keeps_files_only():
+    maps = '\n'.join([
+        '55d0c000-55d0d000 r--p 00000000 08:01 131 /usr/bin/python3.11',
+        '55d0d000-55d0e000 r-xp 00001000 08:01 131 /usr/bin/python3.11',
+        '7f00-7f01 r--p 00000000 08:01 77    /srv/app/releases/v1/venv/lib/my ext.so',
+        '7f01-7f02 r--p 00000000 08:01 78    /srv/app/releases/v0/lib/gone.so (deleted)',
+        '7f02-7f03 rw-p 00000000 00:00 0 ',
+        '7f03-7f04 rw-p 00000000 00:00 0     [heap]',
+        '7ffd-7ffe r-xp 00000000 00:00 0     [vdso]',
+    ]) + '\n'
+    assert _proc.mapped_paths(maps) == ['/srv/app/releases/v0/lib/gone.so (deleted)',
+                                        '/srv/app/releases/v1/venv/lib/my ext.so', '/usr/bin/python3.11']
+    assert _proc.mapped_paths('') == []
+
+
+def test_all_child_pids_reads_every_thread(tmp_path):
+    make_proc(tmp_path, 10, 'gunicorn', 'S', 1, ['gunicorn'])
+    for task, children in (('10', '11 12'), ('13', '14')):
+        (tmp_path / '10' / 'task' / task).mkdir(parents=True)
+        (tmp_path / '10' / 'task' / task / 'children').write_text(children)
+    assert _proc.all_child_pids(10, str(tmp_path)) == [11, 12, 14]
+    assert _proc.all_child_pids(99, str(tmp_path)) == []
+
+
+def test_all_child_pids_without_children_lists_scans(tmp_path):
+    make_proc(tmp_path, 10, 'gunicorn', 'S', 1, ['gunicorn'])
+    make_proc(tmp_path, 11, 'gunicorn', 'S', 10, ['gunicorn'])
+    (tmp_path / '10' / 'task' / '10').mkdir(parents=True)
+    assert _proc.all_child_pids(10, str(tmp_path)) == [11]
+
+
+def test_read_or_raise_tells_a_gone_process_from_a_hidden_one(tmp_path, monkeypatch):
+    assert _proc.read_link_or_raise(os.getpid(), 'cwd') == os.getcwd()
+    assert _proc.read_link_or_raise(99, 'cwd', str(tmp_path)) is None
+    assert _proc.read_text_or_raise(99, 'maps', str(tmp_path)) is None
+    assert os.path.realpath(sys.executable) in _proc.read_text_or_raise(os.getpid(), 'maps')
+
+    def denied(path):
+        raise OSError(errno.EACCES, 'Permission denied', path)
+
+    monkeypatch.setattr(os, 'readlink', denied)
+    with pytest.raises(OSError) as caught:
+        _proc.read_link_or_raise(1, 'cwd')
+    assert caught.value.errno == errno.EACCES
