@@ -9,6 +9,13 @@
         reload was triggered, and only --expect-release answers from requests started after the reload
         completed. Prints one JSON document.
 
+    python3 tests/fleet/probe.py lb --url http://127.0.0.1:18300 --marks DIR --expect-release v2[,v1] [--forbid-release v4]
+        Real HTTP load through a load balancer while a playbook runs (deploy, rollback, ...). Writes DIR/warm once
+        it answers, runs until DIR/done (written by the caller when the playbook ended) plus 2 s, and exits 1
+        unless 0 requests failed, slow requests completed throughout, every answer started after DIR/done came
+        from one of --expect-release, and no answer at all came from a --forbid-release. Prints one JSON document
+        with the requests, failures, p50/p99 latency and the releases seen.
+
     python3 tests/fleet/probe.py workers --url URL --pids 11,12 --release v2 --dependency 3.10
         Concurrent requests until each listed worker pid has answered; exits 1 unless each named the
         release and the dependency version (and no other pid answered).
@@ -22,6 +29,7 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -135,6 +143,64 @@ def run_load(args) -> int:
     return 1 if problems else 0
 
 
+def run_lb(args) -> int:
+    marks = Path(args.marks)
+    marks.mkdir(parents=True, exist_ok=True)
+    generator = LoadGenerator(
+        args.url,
+        concurrency=args.concurrency,
+        slow_clients=args.slow_clients,
+        slow_seconds=args.slow_seconds,
+        min_requests=args.min_requests,
+        max_requests=args.max_requests,
+        max_seconds=args.max_seconds,
+        request_timeout=args.slow_seconds + 60,
+        think_seconds=args.think_seconds,
+    )
+    deadline = time.monotonic() + args.max_seconds
+    generator.start()
+    while time.monotonic() < deadline and generator.fast_completed < 50:
+        time.sleep(0.05)
+    (marks / "warm").write_text("ok\n")
+    done = wait_for_mark(marks / "done", deadline)
+    time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    result = generator.stop()
+    expected = set(args.expect_release.split(","))
+    forbidden = set(filter(None, (args.forbid_release or "").split(",")))
+    problems = []
+    if done is None:
+        problems.append(f"the caller did not mark the end of its run within {args.max_seconds} s")
+    if result.failed:
+        problems.append(f"{result.failed} failed requests: " + result.summary(5))
+    slow_ok = sum(1 for r in result.responses if r.kind == "slow" and r.ok)
+    if slow_ok == 0:
+        problems.append("no slow request completed: nothing was in flight")
+    late = [r for r in result.responses if done is not None and r.t_start >= done]
+    if done is not None and not late:
+        problems.append("no request started after the run ended")
+    stale = sorted({r.release for r in late if r.ok and r.release not in expected})
+    if stale:
+        problems.append(f"answers from {stale} after the run ended; expected only {sorted(expected)}")
+    seen = result.releases_seen()
+    if forbidden & set(seen):
+        problems.append(f"the load balancer served {sorted(forbidden & set(seen))}, which must never be served:"
+                        f" {dict(seen)}")
+    report = {
+        "url": args.url,
+        "requests": result.total,
+        "failed": result.failed,
+        "slow_requests": result.slow_total,
+        "seconds": round(result.duration, 1),
+        "p50_ms": round(result.p50_ms, 1),
+        "p99_ms": round(result.p99_ms, 1),
+        "releases_seen": dict(seen),
+        "releases_after_run": dict(Counter(r.release for r in late if r.ok)),
+        "problems": problems,
+    }
+    print(json.dumps(report, indent=1))
+    return 1 if problems else 0
+
+
 def fetch(url: str, timeout: float):
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
@@ -210,6 +276,18 @@ def main(argv=None) -> int:
     load.add_argument("--min-requests", type=int, default=2000)
     load.add_argument("--max-requests", type=int, default=200_000)
     load.add_argument("--max-seconds", type=float, default=300)
+    balancer = commands.add_parser("lb")
+    balancer.add_argument("--url", required=True)
+    balancer.add_argument("--marks", required=True)
+    balancer.add_argument("--expect-release", required=True, help="releases allowed once the run ended, comma-separated")
+    balancer.add_argument("--forbid-release", default="", help="releases that must never answer, comma-separated")
+    balancer.add_argument("--concurrency", type=int, default=10)
+    balancer.add_argument("--slow-clients", type=int, default=3)
+    balancer.add_argument("--slow-seconds", type=float, default=2.0)
+    balancer.add_argument("--think-seconds", type=float, default=0.04)
+    balancer.add_argument("--min-requests", type=int, default=2000)
+    balancer.add_argument("--max-requests", type=int, default=400_000)
+    balancer.add_argument("--max-seconds", type=float, default=900)
     workers = commands.add_parser("workers")
     workers.add_argument("--url", required=True)
     workers.add_argument("--pids", required=True)
@@ -218,7 +296,7 @@ def main(argv=None) -> int:
     workers.add_argument("--concurrency", type=int, default=16)
     workers.add_argument("--max-seconds", type=float, default=20)
     args = parser.parse_args(argv)
-    return run_load(args) if args.command == "load" else run_workers(args)
+    return {"load": run_load, "lb": run_lb, "workers": run_workers}[args.command](args)
 
 
 if __name__ == "__main__":
