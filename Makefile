@@ -1,4 +1,4 @@
-# graceful.wsgi: `make demo` (a local uWSGI and a gunicorn under load, reloaded by the modules) and `make test` (everything).
+# graceful.wsgi: `make demo` (a local fleet of 3 app hosts behind nginx: deploy v1, then v2 under load) and `make test` (everything).
 # Works on a bare Debian 12 host as root: missing Debian packages are installed first.
 
 SHELL := /bin/bash
@@ -17,18 +17,24 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha25
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help test demo deps debian-deps venv lint sanity units integration compat molecule fleet-image benchmark lock clean
+.PHONY: help test demo demo-clean deps debian-deps venv lint sanity units integration compat molecule fleet-image benchmark lock clean
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
-	@echo "make demo   - start a local uWSGI, then a gunicorn, under load and compare their reload mechanisms (benchmark tables)"
+	@echo "make demo   - build a local fleet (3 app hosts + nginx), deploy the demo app v1, then v2 under load; print the report"
 	@echo "make test   - install what is missing, then lint, sanity, unit, integration, compat tests and the molecule fleet scenarios"
 
 test: deps lint sanity units integration compat molecule
 	@echo "make test: all green"
 
-demo: deps benchmark
+# The fleet stays up after the demo (curl http://127.0.0.1:18400/); make demo-clean removes it.
+demo: deps $(COLLECTION_LINK)
+	@image=$$(tests/fleet/testbed image); \
+	GRACEFUL_FLEET_IMAGE=$$image $(BIN)/molecule test --scenario-name demo
+
+demo-clean: venv
+	GRACEFUL_FLEET_IMAGE=unused $(BIN)/molecule destroy --scenario-name demo
 
 deps: debian-deps venv
 
@@ -85,7 +91,7 @@ compat: deps
 
 # Molecule scenarios on a fleet of systemd containers. tests/fleet/testbed starts dockerd only when no engine
 # answers and builds the host image only when none was built from the same inputs (no registry needed).
-FLEET_SCENARIOS := uwsgi gunicorn
+FLEET_SCENARIOS := uwsgi gunicorn rollout rollout_haproxy
 
 fleet-image: deps
 	tests/fleet/testbed image
