@@ -96,23 +96,28 @@ def judge_target(name: str, result, window, release: str):
     return report, problems
 
 
+def generator_for(url: str, args) -> LoadGenerator:
+    """The load of the load and lb commands on one URL, from their common options."""
+    return LoadGenerator(
+        url,
+        concurrency=args.concurrency,
+        slow_clients=args.slow_clients,
+        slow_seconds=args.slow_seconds,
+        min_requests=args.min_requests,
+        max_requests=args.max_requests,
+        max_seconds=args.max_seconds,
+        request_timeout=args.slow_seconds + 60,
+        think_seconds=args.think_seconds,
+    )
+
+
 def run_load(args) -> int:
     marks = Path(args.marks)
     marks.mkdir(parents=True, exist_ok=True)
     targets = dict(item.split("=", 1) for item in args.target)
     epoch_to_monotonic = time.time() - time.monotonic()
     generators = {
-        name: LoadGenerator(
-            url,
-            concurrency=args.concurrency,
-            slow_clients=args.slow_clients,
-            slow_seconds=args.slow_seconds,
-            min_requests=args.min_requests,
-            max_requests=args.max_requests,
-            max_seconds=args.max_seconds,
-            request_timeout=args.slow_seconds + 60,
-            think_seconds=args.think_seconds,
-        )
+        name: generator_for(url, args)
         for name, url in targets.items()
     }
     deadline = time.monotonic() + args.max_seconds
@@ -146,17 +151,7 @@ def run_load(args) -> int:
 def run_lb(args) -> int:
     marks = Path(args.marks)
     marks.mkdir(parents=True, exist_ok=True)
-    generator = LoadGenerator(
-        args.url,
-        concurrency=args.concurrency,
-        slow_clients=args.slow_clients,
-        slow_seconds=args.slow_seconds,
-        min_requests=args.min_requests,
-        max_requests=args.max_requests,
-        max_seconds=args.max_seconds,
-        request_timeout=args.slow_seconds + 60,
-        think_seconds=args.think_seconds,
-    )
+    generator = generator_for(args.url, args)
     deadline = time.monotonic() + args.max_seconds
     generator.start()
     while time.monotonic() < deadline and generator.fast_completed < 50:
