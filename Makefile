@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha25
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help test demo demo-clean deps debian-deps venv lint sanity units integration compat molecule fleet-image benchmark lock clean
+.PHONY: help test demo demo-clean deps debian-deps venv lint sanity units integration compat compat-venvs molecule fleet-image benchmark lock clean
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -74,13 +74,19 @@ units: venv
 integration: venv
 	$(PYTEST) -q -rA --timeout 600 tests/support_selftest tests/integration
 
-compat: deps
+# One venv per older ansible-core (requirements/core-*.txt), keyed by its lock file.
+compat-venvs: deps
 	@for lock in requirements/core-*.txt; do \
 	  core=$$(basename $$lock .txt); venv=$(BUILD)/venv-$$core-$$(sha256sum $$lock | cut -c1-8); \
 	  if [ ! -x $$venv/bin/ansible ]; then \
 	    rm -rf $(BUILD)/venv-$$core-* && $(PYTHON) -m venv $$venv && \
 	    $$venv/bin/python -m pip install --quiet --disable-pip-version-check -r $$lock; \
 	  fi; \
+	done
+
+compat: compat-venvs
+	@for lock in requirements/core-*.txt; do \
+	  core=$$(basename $$lock .txt); venv=$(BUILD)/venv-$$core-$$(sha256sum $$lock | cut -c1-8); \
 	  echo "== $$core: unit tests and the real uWSGI and gunicorn integration subset"; \
 	  PYTHONPATH=$(BUILD)/collections $$venv/bin/python -m pytest -p no:cacheprovider -q tests/unit; \
 	  $$venv/bin/python -m pytest -p no:cacheprovider -q --timeout 600 tests/integration \
@@ -96,8 +102,14 @@ FLEET_SCENARIOS := uwsgi gunicorn rollout rollout_haproxy
 fleet-image: deps
 	tests/fleet/testbed image
 
-molecule: venv $(COLLECTION_LINK)
+# The rollout_haproxy scenario runs some playbooks with the compat venvs' ansible-core (2.17, 2.18).
+molecule: venv compat-venvs $(COLLECTION_LINK)
 	@image=$$(tests/fleet/testbed image); \
+	for lock in requirements/core-*.txt; do \
+	  core=$$(basename $$lock .txt); \
+	  export GRACEFUL_CORE_$$(echo $${core#core-} | tr . _)=$(CURDIR)/$(BUILD)/venv-$$core-$$(sha256sum $$lock | cut -c1-8)/bin/ansible-playbook; \
+	done; \
+	export GRACEFUL_COLLECTIONS_SITE=$$($(BIN)/python -c 'import ansible_collections.community.docker as c, os; print(os.path.abspath(os.path.join(c.__path__[0], "../../..")))'); \
 	for scenario in $(FLEET_SCENARIOS); do \
 	  echo "== molecule $$scenario on $$image"; started=$$(date +%s); \
 	  GRACEFUL_FLEET_IMAGE=$$image $(BIN)/molecule test --scenario-name $$scenario; \
