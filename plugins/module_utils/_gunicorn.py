@@ -57,6 +57,9 @@ _REASON = re.compile(r'Reason: (.+)$')
 # A master that crashes while halting (a second worker's exit raises again) leaves only its traceback.
 _HALT_SERVER = re.compile(r"HaltServer '([^']+)' (\d+)>")
 _EXCEPTION_LINE = re.compile(r'^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*')
+# gunicorn's own logging, interrupted by a signal handler that logs too (seen with gunicorn 20.1 while a broken
+# worker's traceback was being written): not the cause of anything, so an earlier error is kept instead.
+_LOGGING_ACCIDENT = re.compile(r'^RuntimeError: reentrant call inside <_io\.')
 _LOG_PREFIX = re.compile(r'^\[[^\]]*\] \[\d+\] \[[A-Z]+\] ')
 
 
@@ -548,7 +551,8 @@ def summarize_log(lines):
             reason, exit_code = match.group(1), int(match.group(2))
         bare = _LOG_PREFIX.sub('', line).strip()
         if _EXCEPTION_LINE.match(bare) or bare.startswith('Error: '):
-            error = bare
+            if not (error and _LOGGING_ACCIDENT.match(bare)):
+                error = bare
     if exit_code is None:
         exit_code = HALT_REASONS.get(reason)
     parts = []

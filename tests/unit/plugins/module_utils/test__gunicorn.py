@@ -195,6 +195,16 @@ def test_summarize_log():
     assert _gunicorn.summarize_log(['[x] [1] [INFO] Booting worker with pid: 5']) == (None, None)
 
 
+def test_summarize_log_keeps_the_worker_error_over_a_logging_reentrancy_error():
+    # gunicorn 20.1 once logged this after the broken worker's traceback (clean-clone CI of dc99f2a).
+    lines = LOG_HALT_CRASH.splitlines()[:1] + [
+        "RuntimeError: reentrant call inside <_io.BufferedWriter name='/run/app/gunicorn.log'>"] + LOG_HALT_CRASH.splitlines()[1:]
+    assert _gunicorn.summarize_log(lines) == (
+        3, 'ImportError: release v2-broken is broken; gunicorn: Worker failed to boot')
+    # Alone, it is still the only error there is to show.
+    assert _gunicorn.summarize_log(lines[1:2])[1] == "RuntimeError: reentrant call inside <_io.BufferedWriter name='/run/app/gunicorn.log'>"
+
+
 def test_shows_exit():
     assert _gunicorn.shows_exit(LOG_27.splitlines())
     assert _gunicorn.shows_exit(LOG_20.splitlines())
