@@ -16,19 +16,9 @@ import pytest
 from ansible.module_utils.urls import SSLValidationError
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _health
+from ansible_collections.graceful.wsgi.tests.unit.plugins.module_utils.clock import FakeClock
 
 URL = 'http://127.0.0.1:8000/healthz'
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 class Script:

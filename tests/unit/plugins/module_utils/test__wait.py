@@ -9,17 +9,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
+from ansible_collections.graceful.wsgi.tests.unit.plugins.module_utils.clock import FakeClock
 
 
 def test_poll_returns_first_result():
