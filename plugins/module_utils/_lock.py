@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import fcntl
 import json
 import os
 import time
@@ -276,3 +277,68 @@ def release(path, run_id, lock):
             return True, lock.holder()
         lock = read_lock(path)
     raise LockError('path=%s: the lock file keeps changing while this run releases it' % path)
+
+
+# ---------------------------------------------------------------- process locks (flock)
+# A lock held for the life of one module run: the kernel drops it when the process ends, however it ends,
+# so it never needs breaking. The file keeps the holder's facts for the message of a refused run.
+
+def flock_acquire(path, content):
+    """An open descriptor holding an exclusive flock on ``path``; LockHeld naming the holder if another has it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
+    except OSError as exc:
+        raise _os_error(path, exc, 'open')
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError) as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            holder = flock_holder(path)
+            raise LockHeld('%s is held by another run: %s' % (path, describe_holder(holder)), holder)
+        raise _os_error(path, exc, 'lock')
+    os.ftruncate(fd, 0)
+    os.write(fd, encode(content))
+    return fd
+
+
+def flock_release(fd):
+    """Empties the file (no stale holder facts) and drops the lock."""
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def flock_is_held(path):
+    """The holder's facts when another process holds the flock on ``path``, else None (check mode)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        return flock_holder(path) or {}
+    finally:
+        os.close(fd)
+    return None
+
+
+def flock_holder(path):
+    raw = _read_raw(path)
+    if raw is None:
+        return {}
+    try:
+        content = json.loads(raw.decode('utf-8', 'replace'))
+    except ValueError:
+        return {'corrupt': snippet(raw.decode('utf-8', 'replace'))}
+    return content if isinstance(content, dict) else {'corrupt': snippet(raw.decode('utf-8', 'replace'))}
+
+
+def describe_holder(holder):
+    if not holder:
+        return 'holder unknown (it has not written its facts yet)'
+    if 'corrupt' in holder:
+        return 'holder unreadable: %r' % holder['corrupt']
+    return ', '.join('%s %s' % (key, holder[key]) for key in sorted(holder))

@@ -73,9 +73,14 @@ def parse_stats_address(value):
     return ('unix', value)
 
 
-def read_stats(address, timeout=2.0):
-    """The stats document of one instance, or UwsgiError saying why it cannot be read."""
-    label = 'stats=%s' % (address[1] if address[0] == 'unix' else '%s:%d' % address[1:])
+def stats_label(address, option='stats'):
+    """How an error names a stats address: the option and the path or host:port."""
+    return '%s=%s' % (option, address[1] if address[0] == 'unix' else '%s:%d' % address[1:])
+
+
+def read_json_document(address, timeout=2.0, label=None):
+    """The one JSON object a uWSGI stats server (instance, Emperor or router) sends before closing."""
+    label = label or stats_label(address)
     if address[0] == 'unix':
         family, target = socket.AF_UNIX, address[1]
     else:
@@ -101,7 +106,16 @@ def read_stats(address, timeout=2.0):
         document = json.loads(raw.decode('utf-8', 'replace'))
     except ValueError:
         raise UwsgiError('%s: answered %d bytes that are not JSON (is it a uWSGI stats server?)' % (label, len(raw)))
-    if not isinstance(document, dict) or not isinstance(document.get('workers'), list) or 'pid' not in document:
+    if not isinstance(document, dict):
+        raise UwsgiError('%s: answered JSON that is not an object (is it a uWSGI stats server?)' % label)
+    return document
+
+
+def read_stats(address, timeout=2.0):
+    """The stats document of one instance, or UwsgiError saying why it cannot be read."""
+    label = stats_label(address)
+    document = read_json_document(address, timeout, label)
+    if not isinstance(document.get('workers'), list) or 'pid' not in document:
         raise UwsgiError('%s: JSON without "pid" and "workers" (is it a uWSGI stats server?)' % label)
     return document
 

@@ -279,3 +279,32 @@ def test_release_after_another_run_took_the_lock_names_it(tmp_path):
     with pytest.raises(_lock.LockHeld, match='held by run other'):
         _lock.release(str(path), 'me', seen)
     assert _lock.read_lock(str(path)).run_id == 'other'
+
+
+def test_flock_is_exclusive_names_the_holder_and_is_free_again_once_released(tmp_path):
+    path = str(tmp_path / 'vassals.lock')
+    assert _lock.flock_is_held(path) is None
+    fd = _lock.flock_acquire(path, {'pid': 4242, 'started_at': 1.5})
+    try:
+        assert _lock.flock_is_held(path) == {'pid': 4242, 'started_at': 1.5}
+        with pytest.raises(_lock.LockHeld) as caught:
+            _lock.flock_acquire(path, {'pid': 1})
+        assert caught.value.holder == {'pid': 4242, 'started_at': 1.5}
+        assert str(caught.value) == '%s is held by another run: pid 4242, started_at 1.5' % path
+    finally:
+        _lock.flock_release(fd)
+    assert _lock.flock_is_held(path) is None
+    assert open(path).read() == ''
+    _lock.flock_release(_lock.flock_acquire(path, {'pid': 1}))
+
+
+def test_flock_in_a_missing_directory_names_the_path(tmp_path):
+    path = str(tmp_path / 'missing' / 'vassals.lock')
+    with pytest.raises(_lock.LockError) as caught:
+        _lock.flock_acquire(path, {'pid': 1})
+    assert str(caught.value) == 'path=%s: cannot open the lock: No such file or directory' % path
+
+
+def test_describe_holder():
+    assert _lock.describe_holder({}) == 'holder unknown (it has not written its facts yet)'
+    assert _lock.describe_holder({'corrupt': 'xx'}) == "holder unreadable: 'xx'"

@@ -1,0 +1,401 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""uWSGI Emperor + FastRouter subscriptions: which vassals serve, and a reload that keeps a floor of them.
+
+Private to the collection: the interface may change without notice.
+Facts relied on (uWSGI 2.0, core/emperor.c, core/master.c, plugins/corerouter), checked against 2.0.21
+and 2.0.31:
+
+* the Emperor's stats server sends one JSON document: ``emperor`` (what it watches), ``vassals[]`` with
+  ``id`` (the config file's name), ``pid`` (the vassal's master), ``last_mod``, ``accepting``,
+  ``last_accepting``, and ``blacklist[]`` with the vassals it failed to keep running (``id``,
+  ``attempt``, ``throttle_level`` in microseconds);
+* the Emperor stat()s each config: when its mtime (whole seconds) is greater than ``last_mod`` it sets
+  ``last_mod``, resets ``accepting`` and asks the vassal for a graceful reload; a symlinked config is
+  followed, so vassals sharing one file reload together;
+* a vassal with ``unsubscribe-on-graceful-reload`` unsubscribes from the FastRouter before its graceful
+  reload, and subscribes again from its master loop, after its app loaded and its workers were forked;
+  a vassal whose app fails to load with ``need-app`` exits, and the Emperor blacklists and respawns it
+  with a growing throttle;
+* the FastRouter's stats list ``subscriptions[].nodes[]`` with ``name`` (the address the vassal
+  subscribed with), ``death_mark`` (1 once unsubscribed) and ``last_check``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+# The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
+SOCKET_OPTIONS = ('socket', 'uwsgi-socket', 'shared-socket', 'http-socket', 'fastcgi-socket', 'protocol-socket')
+
+RELOADED = 'reloaded'
+TIMEOUT = 'timeout'
+NOT_STARTED = 'not_started'
+PENDING = 'pending'
+IN_FLIGHT = 'in_flight'
+
+
+class EmperorError(Exception):
+    """A state the reload cannot start from or continue in; the message names the option and path."""
+
+
+# ---------------------------------------------------------------- configs
+
+def vassal_configs(names, suffix):
+    """The vassal config names among a directory's entries, sorted: those ending with the suffix."""
+    return sorted(name for name in names if name.endswith(suffix) and not name.startswith('.') and len(name) > len(suffix))
+
+
+def select_vassals(configs, requested, suffix, emperor_dir):
+    """The configs to reload: all, or those named in ``vassals`` (with or without the suffix)."""
+    if not requested:
+        return list(configs)
+    selected, unknown = [], []
+    for name in requested:
+        config = name if name.endswith(suffix) else name + suffix
+        if config not in configs:
+            unknown.append(name)
+        elif config not in selected:
+            selected.append(config)
+    if unknown:
+        raise EmperorError('vassals: %s not found in emperor_dir=%s (its vassals: %s)'
+                           % (', '.join(unknown), emperor_dir, ', '.join(configs) or 'none'))
+    return selected
+
+
+def shared_files(real_paths):
+    """Groups of configs that are one file (symlinks to it): the Emperor would reload them together."""
+    by_target = {}
+    for config, target in real_paths.items():
+        by_target.setdefault(target, []).append(config)
+    return sorted(sorted(group) for group in by_target.values() if len(group) > 1)
+
+
+def ini_items(ini_text, section='uwsgi'):
+    """(key, value) pairs of one section, in order and with repeats: uWSGI options repeat (socket, env)."""
+    items = []
+    current = None
+    for line in (ini_text or '').splitlines():
+        line = line.strip()
+        if not line or line[0] in ';#':
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            current = line[1:-1].strip()
+            continue
+        if current == section and '=' in line:
+            key, _sep, value = line.partition('=')
+            items.append((key.strip().replace('_', '-'), value.strip()))
+    return items
+
+
+def subscription_addresses(ini_text):
+    """The addresses a vassal ini subscribes with: ``subscribe2 addr=`` values, else its first socket."""
+    addresses = []
+    first_socket = None
+    for key, value in ini_items(ini_text):
+        if key in ('subscribe2', 'subscribe2-to') and value:
+            for field in value.split(','):
+                name, _sep, setting = field.partition('=')
+                if name.strip() == 'addr' and setting.strip():
+                    addresses.append(setting.strip())
+        elif key in SOCKET_OPTIONS and value and first_socket is None:
+            first_socket = value
+    if first_socket is not None:
+        addresses.append(_address_as_subscribed(first_socket))
+    return addresses
+
+
+def _address_as_subscribed(socket):
+    """A socket option's address as the vassal announces it: the text before any ``,modifier``."""
+    return socket.split(',')[0].strip()
+
+
+def config_stem(config, suffix):
+    return config[:-len(suffix)] if suffix and config.endswith(suffix) else config
+
+
+# ---------------------------------------------------------------- stats documents
+
+def check_emperor_document(document, label, emperor_dir, stats_cwd_realpath=os.path.realpath):
+    """EmperorError unless the document is an Emperor's and that Emperor watches emperor_dir."""
+    if not isinstance(document.get('vassals'), list) or 'emperor' not in document:
+        raise EmperorError('%s: JSON without "emperor" and "vassals": not the stats server of a uWSGI Emperor '
+                           '(an instance or router stats socket?)' % label)
+    watched = document.get('emperor') or []
+    if isinstance(watched, str):
+        watched = [watched]
+    wanted = stats_cwd_realpath(emperor_dir)
+    cwd = document.get('cwd') or '/'
+    for monitor in watched:
+        if watched_directory(monitor, cwd, stats_cwd_realpath) == wanted:
+            return
+    raise EmperorError('%s is the stats server of an Emperor watching %s, not emperor_dir=%s'
+                       % (label, ', '.join(str(item) for item in watched) or 'nothing', emperor_dir))
+
+
+def watched_directory(monitor, cwd, realpath=os.path.realpath):
+    """The directory an Emperor monitor (``/dir``, ``dir://``, ``glob://`` or a glob) watches, resolved."""
+    spec = str(monitor)
+    for scheme in ('dir://', 'glob://'):
+        if spec.startswith(scheme):
+            spec = spec[len(scheme):]
+    if '://' in spec:
+        return None
+    if any(char in spec for char in '*?['):
+        spec = os.path.dirname(spec)
+    if not os.path.isabs(spec):
+        spec = os.path.join(cwd, spec)
+    return realpath(spec)
+
+
+def check_fastrouter_document(document, label):
+    if not isinstance(document.get('subscriptions'), list):
+        raise EmperorError('%s: JSON without "subscriptions": not the stats server of a uWSGI FastRouter '
+                           'with a subscription server' % label)
+
+
+def emperor_entries(document):
+    """Running vassals by config name, and blacklisted (failing, throttled) ones by config name."""
+    running = {}
+    for entry in document.get('vassals') or []:
+        if isinstance(entry, dict) and entry.get('id'):
+            running[os.path.basename(str(entry['id']))] = entry
+    blacklisted = {}
+    for entry in document.get('blacklist') or []:
+        if isinstance(entry, dict) and entry.get('id'):
+            blacklisted[os.path.basename(str(entry['id']))] = entry
+    return running, blacklisted
+
+
+def fastrouter_nodes(document):
+    """Every subscribed node by the address it subscribed with (a live one wins over a dead one)."""
+    nodes = {}
+    for subscription in document.get('subscriptions') or []:
+        for node in (subscription or {}).get('nodes') or []:
+            if not isinstance(node, dict) or 'name' not in node:
+                continue
+            node = dict(node, key=subscription.get('key'))
+            name = str(node['name'])
+            if name not in nodes or not node_live(nodes[name]):
+                nodes[name] = node
+    return nodes
+
+
+def node_live(node):
+    return node is not None and not node.get('death_mark')
+
+
+def find_node(nodes, addresses, stem):
+    """The FastRouter node of a vassal: by the addresses its ini subscribes with, else by the socket's
+    file name (``/run/app/web-1.sock`` for ``web-1.ini``), the convention of the Emperor docs."""
+    for address in addresses:
+        if address in nodes:
+            return nodes[address]
+    if not addresses:
+        for name, node in nodes.items():
+            base = name.rsplit('/', 1)[-1]
+            if base.split('.', 1)[0] == stem:
+                return node
+    return None
+
+
+def observe(emperor_document, fastrouter_document, vassals, suffix):
+    """One observation of every vassal: {config: {'entry', 'blacklisted', 'node', 'active'}}.
+
+    ``vassals`` maps each config name to the addresses it subscribes with. A vassal is active (serves)
+    when the Emperor runs it, it accepts, and its FastRouter subscription is live.
+    """
+    running, blacklisted = emperor_entries(emperor_document)
+    nodes = fastrouter_nodes(fastrouter_document)
+    seen = {}
+    for config, addresses in vassals.items():
+        entry = running.get(config)
+        node = find_node(nodes, addresses, config_stem(config, suffix))
+        seen[config] = {
+            'entry': entry,
+            'blacklisted': blacklisted.get(config),
+            'node': node,
+            'active': bool(entry and entry.get('pid') and entry.get('accepting') and node_live(node)),
+        }
+    return seen
+
+
+def why_not_active(config, state, addresses):
+    """Why a vassal does not serve, from one observation; the words an operator reads in the failure."""
+    entry, node = state['entry'], state['node']
+    if entry is None:
+        black = state.get('blacklisted')
+        if black:
+            return ('%s: not running: the Emperor blacklisted it after %s failed start(s) and throttles its '
+                    'respawns (throttle level %s): it exits as it starts, e.g. its app fails to load (need-app); '
+                    'see its log' % (config, black.get('attempt', '?'), black.get('throttle_level', '?')))
+        return '%s: not running: the Emperor lists no vassal for it' % config
+    if not entry.get('accepting'):
+        return '%s: running (pid %s) but not accepting requests yet' % (config, entry.get('pid'))
+    if node is None:
+        return '%s: accepting but not subscribed to the FastRouter (no node %s)' % (
+            config, ' or '.join(addresses) or 'named after it')
+    if not node_live(node):
+        return '%s: accepting but its FastRouter node %s is marked dead (unsubscribed)' % (config, node.get('name'))
+    return '%s: serving' % config
+
+
+# ---------------------------------------------------------------- the reload plan
+
+def next_mtime(current_mtime, last_mod, now):
+    """The mtime to touch a config to: now, and always past what the Emperor saw (it compares seconds)."""
+    floor = max(int(current_mtime or 0), int(last_mod or 0)) + 1
+    return max(int(now), floor)
+
+
+class VassalReload(object):
+    """One vassal's part in a run."""
+
+    def __init__(self, config, was_active):
+        self.config = config
+        self.was_active = was_active
+        self.state = PENDING
+        self.touched_at = None
+        self.touched_clock = None
+        self.touched_mtime = None
+        self.seen_down = False
+        self.finished_at = None
+        self.why = None
+
+    def seconds(self):
+        if self.touched_clock is None or self.finished_at is None:
+            return None
+        return round(self.finished_at - self.touched_clock, 3)
+
+
+def came_back(vassal, state):
+    """A touched vassal is back when the Emperor saw the new mtime, it accepts again after having gone
+    down (or accepted in a later second than the touch), and its FastRouter subscription is live."""
+    entry = state['entry']
+    if entry is None or not entry.get('pid') or not entry.get('accepting'):
+        return False
+    if int(entry.get('last_mod') or 0) < vassal.touched_mtime:
+        return False
+    if not node_live(state['node']):
+        return False
+    return vassal.seen_down or int(entry.get('last_accepting') or 0) > int(vassal.touched_at)
+
+
+def went_down(vassal, state):
+    entry = state['entry']
+    if entry is None or not entry.get('accepting') or not node_live(state['node']):
+        return True
+    return False
+
+
+class Plan(object):
+    """Which vassals to touch next so that at least ``min_active`` vassals serve at every moment.
+
+    A vassal that does not serve may be touched at any time; one that serves only while the vassals that
+    serve and are not being reloaded stay at ``min_active`` or more once it goes down. After the first
+    timeout no vassal is touched any more: the ones in flight are waited for, the rest are not started.
+    """
+
+    def __init__(self, targets, observation, min_active, timeout):
+        self.min_active = min_active
+        self.timeout = timeout
+        self.vassals = dict((config, VassalReload(config, observation[config]['active'])) for config in targets)
+        # Vassals that do not serve first: touching them costs nothing and may add to the floor.
+        self.order = sorted(targets, key=lambda config: (observation[config]['active'], config))
+        self.stopped = False
+        self.parallel_max = 0
+        self.lowest_active = sum(1 for state in observation.values() if state['active'])
+
+    def in_flight(self):
+        return [v for v in self.vassals.values() if v.state == IN_FLIGHT]
+
+    def done(self):
+        return all(v.state in (RELOADED, TIMEOUT, NOT_STARTED) for v in self.vassals.values())
+
+    def to_touch(self, observation):
+        """The configs to touch now, given the latest observation; marks them in flight by the caller."""
+        if self.stopped:
+            return []
+        flying = set(v.config for v in self.in_flight())
+        standing = sum(1 for config, state in observation.items() if state['active'] and config not in flying)
+        chosen = []
+        for config in self.order:
+            vassal = self.vassals[config]
+            if vassal.state != PENDING:
+                continue
+            if observation[config]['active']:
+                if standing - 1 < self.min_active:
+                    continue
+                standing -= 1
+            chosen.append(config)
+        return chosen
+
+    def touched(self, config, at, clock, mtime):
+        """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic (for timeouts)."""
+        vassal = self.vassals[config]
+        vassal.state = IN_FLIGHT
+        vassal.touched_at = at
+        vassal.touched_clock = clock
+        vassal.touched_mtime = mtime
+        self.parallel_max = max(self.parallel_max, len(self.in_flight()))
+
+    def update(self, observation, now):
+        """Record an observation (None when the stats could not be read) at monotonic time ``now``: the
+        floor, vassals that came back, vassals past their timeout."""
+        if observation is not None:
+            active = sum(1 for state in observation.values() if state['active'])
+            self.lowest_active = min(self.lowest_active, active)
+        for vassal in self.in_flight():
+            state = observation.get(vassal.config) if observation is not None else None
+            if state is not None:
+                if went_down(vassal, state):
+                    vassal.seen_down = True
+                if came_back(vassal, state):
+                    vassal.state = RELOADED
+                    vassal.finished_at = now
+                    continue
+            if now - vassal.touched_clock >= self.timeout:
+                vassal.state = TIMEOUT
+                vassal.finished_at = now
+                self.stop()
+
+    def stop(self):
+        self.stopped = True
+        for vassal in self.vassals.values():
+            if vassal.state == PENDING:
+                vassal.state = NOT_STARTED
+
+    def stuck(self, observation):
+        """True when nothing is in flight, vassals are pending and none may be touched: the floor cannot be
+        kept (a vassal that served went down on its own during the run)."""
+        return (not self.stopped and not self.in_flight()
+                and any(v.state == PENDING for v in self.vassals.values())
+                and not self.to_touch(observation))
+
+
+def refusal(observation, targets, min_active, emperor_dir):
+    """Why a run may not start, or None: it would have to take a serving vassal down while fewer than
+    min_active + 1 serve."""
+    active = sorted(config for config, state in observation.items() if state['active'])
+    serving_targets = [config for config in targets if observation[config]['active']]
+    if serving_targets and len(active) < min_active + 1:
+        down = sorted(config for config in targets if not observation[config]['active'])
+        hint = (' Reload only the vassals that do not serve (vassals: %s) to bring them back first.' % ', '.join(down)
+                if down else '')
+        return ('refusing to reload: %d vassal(s) of emperor_dir=%s serve (%s) and min_active=%d needs %d serving '
+                'before one of them may go down.%s'
+                % (len(active), emperor_dir, ', '.join(active) or 'none', min_active, min_active + 1, hint))
+    return None
+
+
+_SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
+
+
+def lock_name(emperor_dir_realpath):
+    """A lock file name per Emperor directory, readable by an operator listing /run/lock."""
+    return 'graceful-wsgi-vassals%s.lock' % _SAFE.sub('-', emperor_dir_realpath).rstrip('-')

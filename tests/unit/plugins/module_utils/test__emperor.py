@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor
+
+
+def entry(pid=100, accepting=1, last_mod=1000, last_accepting=1000):
+    return {'pid': pid, 'accepting': accepting, 'last_mod': last_mod, 'last_accepting': last_accepting}
+
+
+def state(active=True, **kwargs):
+    live = {'name': '/run/a.sock', 'death_mark': 0}
+    return {'entry': entry(**kwargs) if active else None, 'blacklisted': None, 'node': live if active else None,
+            'active': active}
+
+
+def test_vassal_configs_keeps_the_suffix_only_and_sorts():
+    names = ['b.ini', 'a.ini', 'a.ini.bak', '.hidden.ini', 'router.yml', '.ini', 'notes']
+    assert _emperor.vassal_configs(names, '.ini') == ['a.ini', 'b.ini']
+
+
+def test_select_vassals_accepts_names_with_or_without_suffix():
+    configs = ['web-1.ini', 'web-2.ini', 'web-3.ini']
+    assert _emperor.select_vassals(configs, None, '.ini', '/e') == configs
+    assert _emperor.select_vassals(configs, ['web-2', 'web-1.ini', 'web-2.ini'], '.ini', '/e') == ['web-2.ini', 'web-1.ini']
+
+
+def test_select_vassals_names_the_option_and_directory_for_unknown_vassals():
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.select_vassals(['web-1.ini'], ['web-9', 'web-1'], '.ini', '/etc/vassals')
+    assert str(caught.value) == 'vassals: web-9 not found in emperor_dir=/etc/vassals (its vassals: web-1.ini)'
+
+
+def test_shared_files_finds_configs_that_are_one_file():
+    assert _emperor.shared_files({'a.ini': '/x.ini', 'b.ini': '/x.ini', 'c.ini': '/c.ini'}) == [['a.ini', 'b.ini']]
+    assert _emperor.shared_files({'a.ini': '/a.ini'}) == []
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('[uwsgi]\nsocket = /run/app/web-1.sock\nsocket = /run/app/other.sock\n', ['/run/app/web-1.sock']),
+    ('[uwsgi]\nuwsgi_socket = 127.0.0.1:3031\n', ['127.0.0.1:3031']),
+    ('[uwsgi]\nsubscribe2 = server=127.0.0.1:2626,key=shop,addr=10.0.0.5:3031\nsocket = :3031\n',
+     ['10.0.0.5:3031', ':3031']),
+    ('[uwsgi]\nmodule = app\n', []),
+    ('[other]\nsocket = /x\n', []),
+    ('not an ini [[[', []),
+    (None, []),
+])
+def test_subscription_addresses(text, expected):
+    assert _emperor.subscription_addresses(text) == expected
+
+
+@pytest.mark.parametrize('monitor, cwd, expected', [
+    ('/etc/vassals', '/', '/etc/vassals'),
+    ('dir:///etc/vassals', '/', '/etc/vassals'),
+    ('glob:///etc/vassals/*.ini', '/', '/etc/vassals'),
+    ('/etc/vassals/*.ini', '/', '/etc/vassals'),
+    ('vassals', '/etc', '/etc/vassals'),
+    ('zmq://127.0.0.1:5250', '/', None),
+])
+def test_watched_directory(monitor, cwd, expected):
+    assert _emperor.watched_directory(monitor, cwd, realpath=lambda p: p.rstrip('/') or '/') == expected
+
+
+def test_check_emperor_document_accepts_the_emperor_of_the_directory():
+    document = {'emperor': ['/etc/vassals'], 'vassals': [], 'cwd': '/'}
+    _emperor.check_emperor_document(document, 'emperor_stats=/run/e.sock', '/etc/vassals', lambda p: p)
+
+
+def test_check_emperor_document_refuses_another_emperor_and_non_emperors():
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.check_emperor_document({'emperor': ['/srv/other'], 'vassals': []}, 'emperor_stats=/run/e.sock',
+                                        '/etc/vassals', lambda p: p)
+    assert str(caught.value) == ('emperor_stats=/run/e.sock is the stats server of an Emperor watching /srv/other, '
+                                 'not emperor_dir=/etc/vassals')
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.check_emperor_document({'pid': 1, 'workers': []}, 'emperor_stats=/run/app.sock', '/e', lambda p: p)
+    assert 'not the stats server of a uWSGI Emperor' in str(caught.value)
+
+
+def test_check_fastrouter_document():
+    _emperor.check_fastrouter_document({'subscriptions': []}, 'fastrouter_stats=x')
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.check_fastrouter_document({'vassals': []}, 'fastrouter_stats=/run/e.sock')
+    assert str(caught.value).startswith('fastrouter_stats=/run/e.sock: JSON without "subscriptions"')
+
+
+def test_fastrouter_nodes_prefers_a_live_node_and_find_node_falls_back_to_the_socket_name():
+    document = {'subscriptions': [
+        {'key': 'shop', 'nodes': [{'name': '/run/app/web-1.sock', 'death_mark': 1}]},
+        {'key': 'shop2', 'nodes': [{'name': '/run/app/web-1.sock', 'death_mark': 0}, {'name': '10.0.0.5:3031'}]},
+    ]}
+    nodes = _emperor.fastrouter_nodes(document)
+    assert nodes['/run/app/web-1.sock']['death_mark'] == 0
+    assert _emperor.find_node(nodes, ['10.0.0.5:3031'], 'web-2')['name'] == '10.0.0.5:3031'
+    assert _emperor.find_node(nodes, [], 'web-1')['name'] == '/run/app/web-1.sock'
+    # An ini that names its address is matched by that address only.
+    assert _emperor.find_node(nodes, ['/run/app/other.sock'], 'web-1') is None
+
+
+def test_observe_counts_a_vassal_active_only_when_running_accepting_and_subscribed():
+    emperor = {'vassals': [
+        {'id': 'a.ini', 'pid': 10, 'accepting': 1}, {'id': 'b.ini', 'pid': 11, 'accepting': 0},
+        {'id': 'c.ini', 'pid': 12, 'accepting': 1}, {'id': 'd.ini', 'pid': 13, 'accepting': 1}],
+        'blacklist': [{'id': 'e.ini', 'attempt': 3, 'throttle_level': 3001}]}
+    router = {'subscriptions': [{'key': 'k', 'nodes': [
+        {'name': '/s/a.sock', 'death_mark': 0}, {'name': '/s/b.sock', 'death_mark': 0},
+        {'name': '/s/c.sock', 'death_mark': 1}]}]}
+    vassals = dict((c, ['/s/%s.sock' % c[0]]) for c in ('a.ini', 'b.ini', 'c.ini', 'd.ini', 'e.ini'))
+    seen = _emperor.observe(emperor, router, vassals, '.ini')
+    assert [c for c in sorted(seen) if seen[c]['active']] == ['a.ini']
+    assert _emperor.why_not_active('b.ini', seen['b.ini'], vassals['b.ini']) == \
+        'b.ini: running (pid 11) but not accepting requests yet'
+    assert _emperor.why_not_active('c.ini', seen['c.ini'], vassals['c.ini']) == \
+        'c.ini: accepting but its FastRouter node /s/c.sock is marked dead (unsubscribed)'
+    assert _emperor.why_not_active('d.ini', seen['d.ini'], vassals['d.ini']) == \
+        'd.ini: accepting but not subscribed to the FastRouter (no node /s/d.sock)'
+    assert _emperor.why_not_active('e.ini', seen['e.ini'], vassals['e.ini']).startswith(
+        'e.ini: not running: the Emperor blacklisted it after 3 failed start(s)')
+
+
+@pytest.mark.parametrize('current, last_mod, now, expected', [
+    (900, 900, 1000, 1000),      # the usual case: now
+    (1000, 1000, 1000, 1001),    # written this very second: one past it, or the Emperor sees no change
+    (1005, 1000, 1000, 1006),    # an mtime in the future (clock skew): still past it
+    (1000, None, 1000, 1001),    # not running: past the file's own mtime
+])
+def test_next_mtime_always_moves_past_what_the_emperor_saw(current, last_mod, now, expected):
+    assert _emperor.next_mtime(current, last_mod, now) == expected
+
+
+def test_came_back_needs_the_new_mtime_accepting_after_going_down_and_a_live_subscription():
+    vassal = _emperor.VassalReload('a.ini', True)
+    vassal.touched_at, vassal.touched_mtime = 1000.5, 1001
+    assert not _emperor.came_back(vassal, state(last_mod=1000))          # the Emperor did not see the touch yet
+    assert not _emperor.came_back(vassal, state(last_mod=1001))          # never seen down, accepting from before
+    vassal.seen_down = True
+    assert _emperor.came_back(vassal, state(last_mod=1001))
+    gone = state(last_mod=1001)
+    gone['node'] = None
+    assert not _emperor.came_back(vassal, gone)
+    fresh = _emperor.VassalReload('a.ini', True)
+    fresh.touched_at, fresh.touched_mtime = 1000.5, 1001
+    assert _emperor.came_back(fresh, state(last_mod=1001, last_accepting=1001))   # accepted a second after
+
+
+def observation(active):
+    return dict((config, state(is_active)) for config, is_active in active.items())
+
+
+def test_plan_takes_down_as_many_as_the_floor_allows_idle_ones_first():
+    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': False})
+    plan = _emperor.Plan(sorted(first), first, min_active=1, timeout=60)
+    assert plan.to_touch(first) == ['d.ini', 'a.ini', 'b.ini']
+    plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
+    assert plan.to_touch(first) == ['d.ini', 'a.ini']
+
+
+def test_plan_does_not_count_vassals_in_flight_as_standing():
+    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
+    plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
+    assert plan.to_touch(first) == ['a.ini']
+    plan.touched('a.ini', 1000.0, 0.0, 1001)
+    # The Emperor has not seen the touch: a still serves, but it is about to go down.
+    assert plan.to_touch(first) == []
+
+
+def test_plan_stops_touching_after_a_timeout_and_waits_for_the_ones_in_flight():
+    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': True})
+    plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=10)
+    for config in plan.to_touch(first):
+        plan.touched(config, 1000.0, 0.0, 1001)
+    down = observation({'a.ini': False, 'b.ini': False, 'c.ini': True, 'd.ini': True})
+    plan.update(down, 5.0)
+    assert plan.lowest_active == 2 and not plan.done()
+    plan.update(down, 10.0)
+    assert [plan.vassals[c].state for c in sorted(first)] == ['timeout', 'timeout', 'not_started', 'not_started']
+    assert plan.done() and plan.to_touch(first) == []
+
+
+def test_plan_is_stuck_when_a_serving_vassal_went_down_on_its_own():
+    first = observation({'a.ini': True, 'b.ini': True})
+    plan = _emperor.Plan(['a.ini'], first, min_active=1, timeout=10)
+    assert not plan.stuck(first)
+    assert plan.stuck(observation({'a.ini': True, 'b.ini': False}))
+
+
+def test_refusal_only_when_a_serving_vassal_would_go_below_the_floor():
+    first = observation({'a.ini': True, 'b.ini': False, 'c.ini': False})
+    message = _emperor.refusal(first, ['a.ini', 'b.ini', 'c.ini'], 1, '/etc/vassals')
+    assert message == ('refusing to reload: 1 vassal(s) of emperor_dir=/etc/vassals serve (a.ini) and min_active=1 '
+                       'needs 2 serving before one of them may go down. Reload only the vassals that do not serve '
+                       '(vassals: b.ini, c.ini) to bring them back first.')
+    assert _emperor.refusal(first, ['b.ini', 'c.ini'], 1, '/etc/vassals') is None
+    assert _emperor.refusal(observation({'a.ini': True, 'b.ini': True}), ['a.ini', 'b.ini'], 1, '/e') is None
+    assert 'min_active=2 needs 3' in _emperor.refusal(observation({'a.ini': True, 'b.ini': True}), ['a.ini'], 2, '/e')
+
+
+def test_lock_name_is_one_file_per_directory():
+    assert _emperor.lock_name('/etc/uwsgi/vassals') == 'graceful-wsgi-vassals-etc-uwsgi-vassals.lock'

@@ -1,0 +1,275 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+
+from ansible_collections.graceful.wsgi.plugins.modules import uwsgi_vassals_reload
+from ansible_collections.graceful.wsgi.plugins.module_utils import _lock
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
+    AnsibleExitJson, AnsibleFailJson, set_module_args)
+
+EMPEROR_STATS = '/run/shop-emperor/stats.sock'
+ROUTER_STATS = '/run/shop-fastrouter/stats.sock'
+EPOCH = 1800000000.0
+
+
+class Emperor:
+    """An Emperor, its vassals and their FastRouter subscriptions, on a clock that moves only in sleep().
+
+    It notices a config's new mtime the way uWSGI does (whole seconds, greater than last_mod): the vassal
+    stops accepting and unsubscribes at once, and serves again ``reload_seconds`` later, unless its release
+    is broken: then it exits at start and the Emperor blacklists it. Every sleep checks the floor.
+    """
+
+    def __init__(self, directory, count=4, reload_seconds=1.0):
+        self.directory = directory
+        self.clock = 0.0
+        self.reload_seconds = dict(('shop-%d.ini' % n, reload_seconds) for n in range(1, count + 1))
+        self.broken = set()
+        self.vassals = {}
+        self.blacklist = {}
+        # A blacklisted vassal is tried again when its config changes (uWSGI also retries it on a timer).
+        self.blacklisted_mtime = {}
+        self.watching = [str(directory)]
+        self.active_seen = []
+        self.next_pid = 1000
+        for n in range(1, count + 1):
+            config = 'shop-%d.ini' % n
+            path = directory / config
+            path.write_text('[uwsgi]\nsocket = /run/shop/shop-%d.sock\nneed-app = true\n' % n)
+            os.utime(str(path), (EPOCH - 100, EPOCH - 100))
+            self.vassals[config] = self._spawn(config, EPOCH - 100, up_at=0.0)
+
+    def _spawn(self, config, last_mod, up_at):
+        self.next_pid += 10
+        return {'pid': self.next_pid, 'worker': self.next_pid + 1, 'last_mod': last_mod, 'up_at': up_at,
+                'last_accepting': int(EPOCH + up_at)}
+
+    def time(self):
+        return EPOCH + self.clock
+
+    def monotonic(self):
+        return self.clock
+
+    def sleep(self, seconds):
+        self.clock += seconds
+        self._scan()
+        self.active_seen.append(sum(1 for c in self.vassals if self.serving(c)))
+
+    def _scan(self):
+        for config in sorted(self.reload_seconds):
+            mtime = int(os.stat(str(self.directory / config)).st_mtime)
+            vassal = self.vassals.get(config)
+            if vassal is not None and mtime > vassal['last_mod']:
+                if config in self.broken:
+                    del self.vassals[config]
+                    self.blacklist[config] = {'id': config, 'attempt': 1, 'throttle_level': 1000}
+                    self.blacklisted_mtime[config] = mtime
+                else:
+                    vassal.update(last_mod=mtime, up_at=self.clock + self.reload_seconds[config],
+                                  worker=vassal['worker'] + 1)
+            elif vassal is None and config not in self.broken and mtime > self.blacklisted_mtime.get(config, 0):
+                self.blacklist.pop(config, None)
+                self.vassals[config] = self._spawn(config, mtime, up_at=self.clock + self.reload_seconds[config])
+
+    def serving(self, config):
+        vassal = self.vassals.get(config)
+        return vassal is not None and self.clock >= vassal['up_at']
+
+    def document(self, address, timeout=2.0, label=None):
+        self._scan()
+        if address == ('unix', EMPEROR_STATS):
+            vassals = []
+            for config, vassal in sorted(self.vassals.items()):
+                up = self.clock >= vassal['up_at']
+                vassals.append({'id': config, 'pid': vassal['pid'], 'last_mod': vassal['last_mod'],
+                                'accepting': 1 if up else 0,
+                                'last_accepting': int(EPOCH + vassal['up_at']) if up else vassal['last_accepting']})
+            return {'emperor': self.watching, 'cwd': '/', 'vassals': vassals, 'blacklist': list(self.blacklist.values())}
+        if address == ('unix', ROUTER_STATS):
+            nodes = [{'name': '/run/shop/%s.sock' % config[:-4], 'death_mark': 0}
+                     for config in sorted(self.vassals) if self.serving(config)]
+            return {'fastrouter': ['127.0.0.1:3030'], 'subscriptions': [{'key': 'shop', 'nodes': nodes}]}
+        raise _uwsgi.UwsgiError('%s: no such socket (instance not running, or wrong path)' % label)
+
+    def children(self, pid):
+        for vassal in self.vassals.values():
+            if vassal['pid'] == pid:
+                return [vassal['worker']]
+        return []
+
+
+class FakeTime:
+    def __init__(self, emperor):
+        self.time = emperor.time
+        self.monotonic = emperor.monotonic
+        self.sleep = emperor.sleep
+
+
+@pytest.fixture
+def emperor(tmp_path, monkeypatch):
+    directory = tmp_path / 'vassals'
+    directory.mkdir()
+    lock_dir = tmp_path / 'lock'
+    lock_dir.mkdir()
+    fake = Emperor(directory)
+    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
+    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(lock_dir),))
+    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
+    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
+    return fake
+
+
+def run(emperor, **args):
+    args.setdefault('emperor_dir', str(emperor.directory))
+    args.setdefault('emperor_stats', EMPEROR_STATS)
+    args.setdefault('fastrouter_stats', ROUTER_STATS)
+    with set_module_args(args):
+        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as caught:
+            uwsgi_vassals_reload.main()
+    return caught.value.args[0], isinstance(caught.value, AnsibleFailJson)
+
+
+def mtimes(emperor):
+    return dict((p.name, p.stat().st_mtime) for p in emperor.directory.iterdir())
+
+
+def test_min_active_one_reloads_three_at_once_then_the_last(emperor):
+    result, failed = run(emperor)
+    assert not failed and result['changed']
+    assert result['reloaded'] == ['shop-1', 'shop-2', 'shop-3', 'shop-4']
+    assert result['parallel_max'] == 3
+    assert result['min_active_observed'] == 1 and min(emperor.active_seen) == 1
+    assert result['active_before'] == 4 and result['active_after'] == 4
+    for vassal in result['vassals']:
+        assert vassal['state'] == 'reloaded' and vassal['was_active']
+        assert vassal['pid_before'] == vassal['pid_after']          # a graceful reload keeps the master
+        assert vassal['workers_after'] == [vassal['workers_before'][0] + 1]
+        # The reload takes 1 s once the Emperor noticed the touch, which it does at its next scan.
+        assert 1.0 <= vassal['seconds'] <= 1.3
+    # The fourth waits for one of the first three: two reload times in all.
+    assert 2.0 <= result['elapsed'] <= 2.6
+
+
+def test_min_active_n_minus_one_reloads_one_by_one(emperor):
+    result, failed = run(emperor, min_active=3)
+    assert not failed and result['parallel_max'] == 1
+    assert result['min_active_observed'] == 3 and min(emperor.active_seen) == 3
+    assert 4.0 <= result['elapsed'] <= 5.2
+
+
+def test_vassals_limits_the_reload_and_every_vassal_counts_for_the_floor(emperor):
+    result, failed = run(emperor, vassals=['shop-2', 'shop-4.ini'], min_active=3)
+    assert not failed
+    assert [v['name'] for v in result['vassals']] == ['shop-2', 'shop-4']
+    assert result['parallel_max'] == 1 and min(emperor.active_seen) == 3
+
+
+def test_a_broken_release_fails_at_the_timeout_naming_the_vassals_and_keeps_the_floor(emperor):
+    emperor.broken.update(['shop-1.ini', 'shop-2.ini', 'shop-3.ini', 'shop-4.ini'])
+    result, failed = run(emperor, timeout=5)
+    assert failed
+    assert result['msg'].startswith('3 vassal(s) of emperor_dir=%s did not come back within timeout=5.0s: '
+                                    'shop-1, shop-2, shop-3.' % emperor.directory)
+    assert 'shop-1.ini: not running: the Emperor blacklisted it after 1 failed start(s)' in result['msg']
+    assert result['msg'].endswith('Not touched, to keep the floor: shop-4.')
+    assert result['timed_out'] == ['shop-1', 'shop-2', 'shop-3']
+    assert [v['state'] for v in result['vassals']] == ['timeout', 'timeout', 'timeout', 'not_started']
+    assert result['min_active_observed'] == 1 and min(emperor.active_seen) == 1
+    assert result['stats']['shop-1'] == {'emperor': {'id': 'shop-1.ini', 'attempt': 1, 'throttle_level': 1000},
+                                         'fastrouter': None}
+    assert result['vassals'][0]['seconds'] == pytest.approx(5.0, abs=0.15)
+    # shop-4 was never touched: the Emperor still runs it with the old code.
+    assert emperor.serving('shop-4.ini')
+
+
+def test_a_run_refuses_to_take_the_last_serving_vassal_down_and_recovers_the_down_ones(emperor):
+    emperor.broken.update(['shop-1.ini', 'shop-2.ini', 'shop-3.ini'])
+    run(emperor, vassals=['shop-1', 'shop-2', 'shop-3'], timeout=3)
+    before = mtimes(emperor)
+    result, failed = run(emperor)
+    assert failed and result['msg'].startswith('refusing to reload: 1 vassal(s) of emperor_dir=')
+    assert 'vassals: shop-1.ini, shop-2.ini, shop-3.ini' in result['msg']
+    assert mtimes(emperor) == before
+    emperor.broken.clear()
+    result, failed = run(emperor, vassals=['shop-1', 'shop-2', 'shop-3'])
+    assert not failed and result['reloaded'] == ['shop-1', 'shop-2', 'shop-3']
+    assert [v['was_active'] for v in result['vassals']] == [False, False, False]
+    assert [v['pid_before'] for v in result['vassals']] == [None, None, None]
+    assert result['active_after'] == 4
+
+
+def test_check_mode_touches_nothing_and_names_the_first_wave(emperor):
+    before = mtimes(emperor)
+    result, failed = run(emperor, _ansible_check_mode=True)
+    assert not failed and result['changed']
+    assert [v['state'] for v in result['vassals']] == ['would_reload'] * 3 + ['pending']
+    assert mtimes(emperor) == before
+
+
+def test_a_second_run_fails_at_once_while_the_lock_is_held(emperor):
+    path = uwsgi_vassals_reload.lock_path(str(emperor.directory))
+    fd = _lock.flock_acquire(path, {'pid': 4242, 'started_at': 1.0})
+    before = mtimes(emperor)
+    try:
+        result, failed = run(emperor)
+        check_result, check_failed = run(emperor, _ansible_check_mode=True)
+    finally:
+        _lock.flock_release(fd)
+    assert failed and check_failed
+    assert result['msg'] == ('another uwsgi_vassals_reload run holds the lock of emperor_dir=%s (%s): pid 4242, '
+                             'started_at 1.0' % (emperor.directory, path))
+    assert emperor.clock == 0.0 and mtimes(emperor) == before
+    result, failed = run(emperor)
+    assert not failed
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'emperor_dir': '/nonexistent/vassals'}, 'emperor_dir=/nonexistent/vassals is not a directory'),
+    ({'vassal_suffix': '.yml'}, 'holds no vassal config ending with vassal_suffix=.yml'),
+    ({'vassals': ['shop-9']}, 'vassals: shop-9 not found in emperor_dir='),
+    ({'min_active': 0}, 'min_active=0: must be at least 1'),
+    ({'timeout': 0}, 'timeout=0.0: must be at least 0.1'),
+    ({'poll_interval': 5, 'timeout': 1}, 'poll_interval=5.0 is longer than timeout=1.0'),
+    ({'emperor_stats': '/run/nothing.sock'}, 'emperor_stats=/run/nothing.sock: no such socket'),
+    ({'fastrouter_stats': EMPEROR_STATS}, 'fastrouter_stats=%s: JSON without "subscriptions"' % EMPEROR_STATS),
+])
+def test_bad_input_fails_naming_the_option_and_touches_nothing(emperor, args, message):
+    before = mtimes(emperor)
+    result, failed = run(emperor, **args)
+    assert failed and message in result['msg']
+    assert mtimes(emperor) == before
+
+
+def test_the_stats_of_an_emperor_watching_another_directory_are_refused(emperor):
+    emperor.watching = ['/srv/other-vassals']
+    result, failed = run(emperor)
+    assert failed
+    assert result['msg'] == ('emperor_stats=%s is the stats server of an Emperor watching /srv/other-vassals, not '
+                             'emperor_dir=%s' % (EMPEROR_STATS, emperor.directory))
+
+
+def test_vassals_sharing_one_config_file_are_refused(emperor):
+    shared = emperor.directory / 'shop-2.ini'
+    shared.unlink()
+    shared.symlink_to(emperor.directory / 'shop-1.ini')
+    result, failed = run(emperor)
+    assert failed and 'shop-1.ini and shop-2.ini are one file' in result['msg']
+
+
+def test_a_config_written_this_second_is_still_seen_as_changed(emperor):
+    for path in emperor.directory.iterdir():
+        os.utime(str(path), (EPOCH, EPOCH))
+    for vassal in emperor.vassals.values():
+        vassal['last_mod'] = int(EPOCH)
+    result, failed = run(emperor, vassals=['shop-1'])
+    assert not failed and result['reloaded'] == ['shop-1']
+    assert (emperor.directory / 'shop-1.ini').stat().st_mtime == EPOCH + 1
