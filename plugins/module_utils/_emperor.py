@@ -29,6 +29,7 @@ __metaclass__ = type
 
 import os
 import re
+import struct
 
 # The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
 SOCKET_OPTIONS = ('socket', 'uwsgi-socket', 'shared-socket', 'http-socket', 'fastcgi-socket', 'protocol-socket')
@@ -254,23 +255,45 @@ def next_mtime(current_mtime, last_mod, now):
 
 
 class VassalReload(object):
-    """One vassal's part in a run."""
+    """One vassal's part in a run: started (unsubscribed, draining), touched, then back or timed out."""
 
     def __init__(self, config, was_active):
         self.config = config
         self.was_active = was_active
         self.state = PENDING
+        self.started_clock = None
+        self.drained_clock = None
         self.touched_at = None
-        self.touched_clock = None
         self.touched_mtime = None
         self.seen_down = False
         self.finished_at = None
-        self.why = None
+
+    @property
+    def draining(self):
+        return self.state == IN_FLIGHT and self.touched_mtime is None
 
     def seconds(self):
-        if self.touched_clock is None or self.finished_at is None:
+        if self.started_clock is None or self.finished_at is None:
             return None
-        return round(self.finished_at - self.touched_clock, 3)
+        return round(self.finished_at - self.started_clock, 3)
+
+    def drain_seconds(self):
+        if self.started_clock is None or self.drained_clock is None:
+            return None
+        return round(self.drained_clock - self.started_clock, 3)
+
+
+def drained(state):
+    """The FastRouter routes nothing to the vassal any more and has no session with it: its node is gone
+    (an unsubscribed node is dropped once its last session ends)."""
+    node = state['node']
+    return node is None or bool(node.get('death_mark') and not node.get('ref'))
+
+
+def noticed(vassal, state):
+    """The Emperor saw the touch (and asked the vassal to reload)."""
+    entry = state['entry']
+    return entry is not None and int(entry.get('last_mod') or 0) >= vassal.touched_mtime
 
 
 def came_back(vassal, state):
@@ -279,46 +302,44 @@ def came_back(vassal, state):
     entry = state['entry']
     if entry is None or not entry.get('pid') or not entry.get('accepting'):
         return False
-    if int(entry.get('last_mod') or 0) < vassal.touched_mtime:
-        return False
-    if not node_live(state['node']):
+    if not noticed(vassal, state) or not node_live(state['node']):
         return False
     return vassal.seen_down or int(entry.get('last_accepting') or 0) > int(vassal.touched_at)
 
 
 def went_down(vassal, state):
+    """Down after the touch, in the Emperor's eyes: gone, or not accepting once it saw the new mtime."""
     entry = state['entry']
-    if entry is None or not entry.get('accepting') or not node_live(state['node']):
-        return True
-    return False
+    return entry is None or (noticed(vassal, state) and not entry.get('accepting'))
 
 
 class Plan(object):
-    """Which vassals to touch next so that at least ``min_active`` vassals serve at every moment.
+    """Which vassals to take down next so that at least ``min_active`` vassals serve at every moment.
 
-    A vassal that does not serve may be touched at any time; one that serves only while the vassals that
+    A vassal that does not serve may be started at any time; one that serves only while the vassals that
     serve and are not being reloaded stay at ``min_active`` or more once it goes down. After the first
-    timeout no vassal is touched any more: the ones in flight are waited for, the rest are not started.
+    timeout no vassal is started any more: the ones in flight are waited for, the rest are not started.
+    A started vassal that serves is drained first (the caller unsubscribes it) and touched once drained.
     """
 
     def __init__(self, targets, observation, min_active, timeout):
         self.min_active = min_active
         self.timeout = timeout
         self.vassals = dict((config, VassalReload(config, observation[config]['active'])) for config in targets)
-        # Vassals that do not serve first: touching them costs nothing and may add to the floor.
+        # Vassals that do not serve first: reloading them costs nothing and may add to the floor.
         self.order = sorted(targets, key=lambda config: (observation[config]['active'], config))
         self.stopped = False
         self.parallel_max = 0
         self.lowest_active = sum(1 for state in observation.values() if state['active'])
 
     def in_flight(self):
-        return [v for v in self.vassals.values() if v.state == IN_FLIGHT]
+        return [self.vassals[config] for config in self.order if self.vassals[config].state == IN_FLIGHT]
 
     def done(self):
         return all(v.state in (RELOADED, TIMEOUT, NOT_STARTED) for v in self.vassals.values())
 
-    def to_touch(self, observation):
-        """The configs to touch now, given the latest observation; marks them in flight by the caller."""
+    def to_start(self, observation):
+        """The configs to take down now, given the latest observation."""
         if self.stopped:
             return []
         flying = set(v.config for v in self.in_flight())
@@ -335,14 +356,24 @@ class Plan(object):
             chosen.append(config)
         return chosen
 
-    def touched(self, config, at, clock, mtime):
-        """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic (for timeouts)."""
+    def started(self, config, clock):
         vassal = self.vassals[config]
         vassal.state = IN_FLIGHT
-        vassal.touched_at = at
-        vassal.touched_clock = clock
-        vassal.touched_mtime = mtime
+        vassal.started_clock = clock
         self.parallel_max = max(self.parallel_max, len(self.in_flight()))
+
+    def to_touch(self, observation, can_drain):
+        """The draining vassals to touch now: drained, or ones the caller cannot drain (``can_drain(config)``
+        false: nothing to unsubscribe from, or not serving)."""
+        return [v.config for v in self.in_flight()
+                if v.draining and (not can_drain(v.config) or drained(observation[v.config]))]
+
+    def touched(self, config, at, clock, mtime):
+        """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic."""
+        vassal = self.vassals[config]
+        vassal.drained_clock = clock
+        vassal.touched_at = at
+        vassal.touched_mtime = mtime
 
     def update(self, observation, now):
         """Record an observation (None when the stats could not be read) at monotonic time ``now``: the
@@ -352,14 +383,14 @@ class Plan(object):
             self.lowest_active = min(self.lowest_active, active)
         for vassal in self.in_flight():
             state = observation.get(vassal.config) if observation is not None else None
-            if state is not None:
+            if state is not None and not vassal.draining:
                 if went_down(vassal, state):
                     vassal.seen_down = True
                 if came_back(vassal, state):
                     vassal.state = RELOADED
                     vassal.finished_at = now
                     continue
-            if now - vassal.touched_clock >= self.timeout:
+            if now - vassal.started_clock >= self.timeout:
                 vassal.state = TIMEOUT
                 vassal.finished_at = now
                 self.stop()
@@ -371,11 +402,46 @@ class Plan(object):
                 vassal.state = NOT_STARTED
 
     def stuck(self, observation):
-        """True when nothing is in flight, vassals are pending and none may be touched: the floor cannot be
+        """True when nothing is in flight, vassals are pending and none may be started: the floor cannot be
         kept (a vassal that served went down on its own during the run)."""
         return (not self.stopped and not self.in_flight()
                 and any(v.state == PENDING for v in self.vassals.values())
-                and not self.to_touch(observation))
+                and not self.to_start(observation))
+
+
+# ---------------------------------------------------------------- the subscription protocol
+
+SUBSCRIPTION_MODIFIER1 = 224
+SUBSCRIBE = 0
+UNSUBSCRIBE = 1
+
+
+def subscription_servers(ini_text):
+    """The subscription servers a vassal ini announces to, from ``subscribe-to``/``subscribe``/``st``
+    (``server:key``) and ``subscribe2`` (``server=...,key=...``), in order, without repeats."""
+    servers = []
+    for key, value in ini_items(ini_text):
+        server = None
+        if key in ('subscribe-to', 'subscribe', 'st') and ':' in value and not value.startswith('@'):
+            server = value.rsplit(':', 1)[0]
+        elif key in ('subscribe2', 'subscribe2-to'):
+            fields = dict(field.strip().partition('=')[::2] for field in value.split(','))
+            server = fields.get('server')
+        if server and server not in servers:
+            servers.append(server)
+    return servers
+
+
+def _uwsgi_var(name, value):
+    name, value = name.encode('utf-8'), str(value).encode('utf-8')
+    return struct.pack('<H', len(name)) + name + struct.pack('<H', len(value)) + value
+
+
+def subscription_packet(key, address, command):
+    """A subscription packet as a vassal sends it (uwsgi packet, modifier1 224, modifier2 the command)."""
+    body = _uwsgi_var('key', key) + _uwsgi_var('address', address) + _uwsgi_var('modifier1', 0) + \
+        _uwsgi_var('modifier2', 0)
+    return struct.pack('<BHB', SUBSCRIPTION_MODIFIER1, len(body), command) + body
 
 
 def refusal(observation, targets, min_active, emperor_dir):

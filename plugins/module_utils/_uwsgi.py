@@ -56,6 +56,7 @@ RESPAWN_TOLERANCE = 2
 
 _HOST_PORT = re.compile(r'^(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s]+|):(?P<port>\d{1,5})$')
 _TRUE_OFF = ('false', 'off', 'no', '0')
+_TRAILING_COMMA = re.compile(r',\s*([\]}])')
 
 
 class UwsgiError(Exception):
@@ -102,10 +103,16 @@ def read_json_document(address, timeout=2.0, label=None):
     finally:
         sock.close()
     raw = b''.join(chunks)
+    text = raw.decode('utf-8', 'replace')
     try:
-        document = json.loads(raw.decode('utf-8', 'replace'))
+        document = json.loads(text)
     except ValueError:
-        raise UwsgiError('%s: answered %d bytes that are not JSON (is it a uWSGI stats server?)' % (label, len(raw)))
+        # uWSGI 2.0 writes a trailing comma after a list of router sockets when a master runs more than one
+        # router (e.g. a FastRouter and an HTTP router): the rest of the document is sound.
+        try:
+            document = json.loads(_TRAILING_COMMA.sub(r'\1', text))
+        except ValueError:
+            raise UwsgiError('%s: answered %d bytes that are not JSON (is it a uWSGI stats server?)' % (label, len(raw)))
     if not isinstance(document, dict):
         raise UwsgiError('%s: answered JSON that is not an object (is it a uWSGI stats server?)' % label)
     return document

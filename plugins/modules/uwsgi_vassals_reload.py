@@ -22,6 +22,14 @@ description:
   - A vassal serves when the Emperor runs it, it accepts requests and its FastRouter subscription is live. A
     touched vassal counts as reloaded only when the Emperor reports the new config mtime, the vassal accepts again
     after having gone down, and its subscription is live again.
+  - A serving vassal is drained before its touch. The module sends the FastRouter's subscription server the
+    unsubscribe packet the vassal itself sends on a graceful reload. It then waits until the FastRouter has dropped
+    the node, which it does once the last request routed there has ended. While the vassal drains, and until the
+    Emperor has seen the touch, the packet is sent again whenever the vassal's periodic announce brings the node
+    back. This is why a release that fails to load loses no request either. Without the drain, the connections
+    waiting in the vassal's listen queue would be cut when its new master exits. The subscription servers are
+    read from the vassal's C(subscribe-to) or C(subscribe2) options. A vassal without them is touched without a
+    drain.
   - Refuses to start when a serving vassal would have to go down while fewer than O(min_active) + 1 vassals serve.
   - A vassal that is not back within O(timeout) seconds of its touch fails the task. No further vassal is touched
     once one timed out; the ones in flight are waited for. The failure names each vassal that did not come back,
@@ -94,6 +102,8 @@ notes:
   - Set up vassals with C(unsubscribe-on-graceful-reload), C(need-app) and without C(lazy-apps): the vassal
     then leaves the FastRouter before its reload, and subscribes again only after it loaded the new code. A
     release that fails to load keeps the vassal out of the FastRouter instead of serving errors.
+  - Keep C(subscribe-freq) (the vassal's periodic announce) longer than most requests; each announce during a
+    drain lets the FastRouter route to the vassal again until the next poll.
 seealso:
   - module: graceful.wsgi.uwsgi_reload
   - name: The Art of Graceful Reloading, subscription system
@@ -159,8 +169,18 @@ vassals:
       type: list
       elements: int
     seconds:
-      description: From its touch until it served again (or until its timeout).
+      description: From the start of its reload (its drain) until it served again, or until its timeout.
       type: float
+    drain_seconds:
+      description: From its unsubscribe until the FastRouter had dropped its node; null when it was not drained
+        (it did not serve, or names no subscription server).
+      type: float
+    drain_errors:
+      description: The subscription servers the unsubscribe could not be sent to; the vassal was then touched
+        without waiting for a drain.
+      type: list
+      elements: str
+      returned: when sending failed
     why:
       description: Why it does not serve, for a vassal that did not come back.
       type: str
@@ -216,6 +236,7 @@ stats:
 '''
 
 import os
+import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -242,6 +263,7 @@ class Fleet(object):
         self.router_label = _uwsgi.stats_label(self.router_address, 'fastrouter_stats')
         self.configs = []
         self.addresses = {}
+        self.servers = {}
         self.last_error = None
 
     def load_configs(self):
@@ -255,7 +277,9 @@ class Fleet(object):
             self.module.fail_json(msg='emperor_dir=%s holds no vassal config ending with vassal_suffix=%s'
                                   % (self.emperor_dir, self.suffix))
         for config in self.configs:
-            self.addresses[config] = _emperor.subscription_addresses(_proc.read_text(self.path(config)))
+            text = _proc.read_text(self.path(config))
+            self.addresses[config] = _emperor.subscription_addresses(text)
+            self.servers[config] = _emperor.subscription_servers(text)
 
     def path(self, config):
         return os.path.join(self.emperor_dir, config)
@@ -277,6 +301,26 @@ class Fleet(object):
             return None
         return _emperor.observe(emperor, router, self.addresses, self.suffix)
 
+    def unsubscribe(self, config, node):
+        """Ask each subscription server the vassal announces to to drop its node (as the vassal itself does on a
+        graceful reload); returns the errors, one per server that could not be sent to."""
+        packet = _emperor.subscription_packet(node.get('key') or '', node['name'], _emperor.UNSUBSCRIBE)
+        errors = []
+        for server in self.servers[config]:
+            address = _uwsgi.parse_stats_address(server)
+            if address[0] == 'unix':
+                family, target = socket.AF_UNIX, address[1]
+            else:
+                family, target = (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.sendto(packet, target)
+            except (IOError, OSError) as exc:
+                errors.append('%s: %s' % (server, exc.strerror or exc))
+            finally:
+                sock.close()
+        return errors
+
     def touch(self, config, entry):
         """Move the config's mtime past what the Emperor saw; returns the mtime set."""
         path = self.path(config)
@@ -284,6 +328,11 @@ class Fleet(object):
         mtime = _emperor.next_mtime(current.st_mtime, (entry or {}).get('last_mod'), time.time())
         os.utime(path, (current.st_atime, mtime))
         return mtime
+
+
+def node_back(state):
+    """The vassal's node routes requests (it was never dropped, or the vassal announced itself again)."""
+    return _emperor.node_live(state['node'])
 
 
 def workers_of(entry):
@@ -309,6 +358,7 @@ def vassal_result(fleet, vassal, before, after):
         'workers_before': before['workers'],
         'workers_after': workers_of(entry_after),
         'seconds': vassal.seconds(),
+        'drain_seconds': vassal.drain_seconds(),
     }
     if vassal.state != _emperor.RELOADED and after is not None and not after['active']:
         result['why'] = _emperor.why_not_active(vassal.config, after, fleet.addresses[vassal.config])
@@ -390,7 +440,7 @@ def reload_vassals(module, fleet, targets, path):
     active_before = sum(1 for state in first.values() if state['active'])
 
     if module.check_mode:
-        wave = set(plan.to_touch(first))
+        wave = set(plan.to_start(first))
         results = []
         for config in plan.order:
             vassal = plan.vassals[config]
@@ -401,8 +451,10 @@ def reload_vassals(module, fleet, targets, path):
                          active_after=active_before, min_active_observed=active_before, parallel_max=len(wave),
                          elapsed=0.0, started_at=now, completed_at=now, lock_path=path)
 
-    started_at, started_clock = time.time(), time.monotonic()
-    touched_order = []
+    started_at = time.time()
+    started_order = []
+    draining = {}
+    drain_errors = {}
     observation = first
     stuck_since = None
     while True:
@@ -411,10 +463,24 @@ def reload_vassals(module, fleet, targets, path):
         if plan.done():
             break
         if observation is not None:
-            for config in plan.to_touch(observation):
+            for config in plan.to_start(observation):
+                plan.started(config, time.monotonic())
+                started_order.append(config)
+                state = observation[config]
+                if state['active'] and fleet.servers[config]:
+                    draining[config] = state['node']
+            for vassal in plan.in_flight():
+                config = vassal.config
+                # Until the Emperor asked the vassal to reload, its periodic announce may subscribe it again.
+                if config in draining and node_back(observation[config]) and (
+                        vassal.draining or not _emperor.noticed(vassal, observation[config])):
+                    errors = fleet.unsubscribe(config, draining[config])
+                    if errors:
+                        drain_errors[config] = errors
+                        del draining[config]
+            for config in plan.to_touch(observation, lambda config: config in draining):
                 mtime = fleet.touch(config, observation[config]['entry'])
                 plan.touched(config, time.time(), time.monotonic(), mtime)
-                touched_order.append(config)
             if plan.stuck(observation):
                 stuck_since = stuck_since if stuck_since is not None else now
                 if now - stuck_since >= params['timeout']:
@@ -427,10 +493,13 @@ def reload_vassals(module, fleet, targets, path):
 
     last = fleet.observe()
     completed_at = time.time()
-    order = touched_order + [config for config in plan.order if config not in touched_order]
+    order = started_order + [config for config in plan.order if config not in started_order]
     results = [vassal_result(fleet, plan.vassals[config], before[config], (last or {}).get(config)) for config in order]
+    for result, config in zip(results, order):
+        if config in drain_errors:
+            result['drain_errors'] = drain_errors[config]
     outcome = dict(
-        changed=bool(touched_order),
+        changed=bool(started_order),
         vassals=results,
         reloaded=[r['name'] for r in results if r['state'] == _emperor.RELOADED],
         timed_out=[r['name'] for r in results if r['state'] == _emperor.TIMEOUT],

@@ -139,6 +139,8 @@ def test_next_mtime_always_moves_past_what_the_emperor_saw(current, last_mod, no
 def test_came_back_needs_the_new_mtime_accepting_after_going_down_and_a_live_subscription():
     vassal = _emperor.VassalReload('a.ini', True)
     vassal.touched_at, vassal.touched_mtime = 1000.5, 1001
+    assert not _emperor.went_down(vassal, state(last_mod=1000, accepting=0))      # not the reload: before it
+    assert _emperor.went_down(vassal, state(last_mod=1001, accepting=0))
     assert not _emperor.came_back(vassal, state(last_mod=1000))          # the Emperor did not see the touch yet
     assert not _emperor.came_back(vassal, state(last_mod=1001))          # never seen down, accepting from before
     vassal.seen_down = True
@@ -158,31 +160,68 @@ def observation(active):
 def test_plan_takes_down_as_many_as_the_floor_allows_idle_ones_first():
     first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': False})
     plan = _emperor.Plan(sorted(first), first, min_active=1, timeout=60)
-    assert plan.to_touch(first) == ['d.ini', 'a.ini', 'b.ini']
+    assert plan.to_start(first) == ['d.ini', 'a.ini', 'b.ini']
     plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
-    assert plan.to_touch(first) == ['d.ini', 'a.ini']
+    assert plan.to_start(first) == ['d.ini', 'a.ini']
 
 
 def test_plan_does_not_count_vassals_in_flight_as_standing():
     first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
     plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
-    assert plan.to_touch(first) == ['a.ini']
-    plan.touched('a.ini', 1000.0, 0.0, 1001)
-    # The Emperor has not seen the touch: a still serves, but it is about to go down.
-    assert plan.to_touch(first) == []
+    assert plan.to_start(first) == ['a.ini']
+    plan.started('a.ini', 0.0)
+    # a still serves while it drains, but it is about to go down.
+    assert plan.to_start(first) == []
 
 
 def test_plan_stops_touching_after_a_timeout_and_waits_for_the_ones_in_flight():
     first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': True})
     plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=10)
-    for config in plan.to_touch(first):
-        plan.touched(config, 1000.0, 0.0, 1001)
+    for config in plan.to_start(first):
+        plan.started(config, 0.0)
+        plan.touched(config, 1000.0, 0.5, 1001)
     down = observation({'a.ini': False, 'b.ini': False, 'c.ini': True, 'd.ini': True})
     plan.update(down, 5.0)
     assert plan.lowest_active == 2 and not plan.done()
     plan.update(down, 10.0)
     assert [plan.vassals[c].state for c in sorted(first)] == ['timeout', 'timeout', 'not_started', 'not_started']
-    assert plan.done() and plan.to_touch(first) == []
+    assert plan.done() and plan.to_start(first) == []
+
+
+def test_drained_when_the_node_is_gone_or_dead_without_sessions():
+    assert _emperor.drained({'node': None})
+    assert _emperor.drained({'node': {'death_mark': 1, 'ref': 0}})
+    assert not _emperor.drained({'node': {'death_mark': 1, 'ref': 2}})
+    assert not _emperor.drained({'node': {'death_mark': 0, 'ref': 0}})
+
+
+def test_plan_touches_a_draining_vassal_once_drained_or_when_it_cannot_be_drained():
+    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
+    plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=1, timeout=60)
+    for config in plan.to_start(first):
+        plan.started(config, 0.0)
+    assert plan.to_touch(first, lambda config: True) == []
+    assert plan.to_touch(first, lambda config: config == 'a.ini') == ['b.ini']
+    gone = dict(first, **{'a.ini': dict(first['a.ini'], node=None)})
+    assert plan.to_touch(gone, lambda config: True) == ['a.ini']
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('[uwsgi]\nsubscribe-to = 127.0.0.1:2626:shop\nst = /run/sub.sock:shop\nsubscribe-to = 127.0.0.1:2626:shop\n',
+     ['127.0.0.1:2626', '/run/sub.sock']),
+    ('[uwsgi]\nsubscribe2 = server=10.0.0.1:2626,key=shop,addr=10.0.0.5:3031\n', ['10.0.0.1:2626']),
+    ('[uwsgi]\nsubscribe-to = @/etc/subscriptions.txt\n', []),
+    ('[uwsgi]\nsocket = :3031\n', []),
+])
+def test_subscription_servers(text, expected):
+    assert _emperor.subscription_servers(text) == expected
+
+
+def test_subscription_packet_is_what_a_vassal_sends():
+    packet = _emperor.subscription_packet('shop', '127.0.0.1:3031', _emperor.UNSUBSCRIBE)
+    body = (b'\x03\x00key\x04\x00shop' b'\x07\x00address\x0e\x00127.0.0.1:3031'
+            b'\x09\x00modifier1\x01\x000' b'\x09\x00modifier2\x01\x000')
+    assert packet == bytes([224, len(body), 0, 1]) + body
 
 
 def test_plan_is_stuck_when_a_serving_vassal_went_down_on_its_own():

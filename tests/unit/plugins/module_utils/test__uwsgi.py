@@ -77,6 +77,26 @@ def test_read_stats_rejects_non_stats_json(tmp_path):
     thread.join()
 
 
+def test_read_json_document_reads_the_trailing_comma_of_a_master_running_two_routers(tmp_path):
+    # Verbatim shape of uWSGI 2.0.31's FastRouter stats when the same master also runs an HTTP router.
+    payload = (b'{\n\t"pid":9987,\n\t"fastrouter":[\n"127.0.0.1:55017",\n"127.0.0.1:33577",\n\n\t],\n'
+               b'\t"subscriptions":[{"key":"demo","nodes":[{"name":"127.0.0.1:52525","death_mark":0}]}]\n}')
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, payload)
+    document = _uwsgi.read_json_document(('unix', path), label='fastrouter_stats=%s' % path)
+    thread.join()
+    assert document['fastrouter'] == ['127.0.0.1:55017', '127.0.0.1:33577']
+    assert document['subscriptions'][0]['nodes'][0]['name'] == '127.0.0.1:52525'
+
+
+def test_read_json_document_still_refuses_what_is_not_json(tmp_path):
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, b'HTTP/1.0 200 OK\r\n\r\nhello')
+    with pytest.raises(_uwsgi.UwsgiError, match=r'fastrouter_stats=.*: answered 24 bytes that are not JSON'):
+        _uwsgi.read_json_document(('unix', path), label='fastrouter_stats=%s' % path)
+    thread.join()
+
+
 def test_read_stats_names_missing_socket(tmp_path):
     path = str(tmp_path / 'missing.sock')
     with pytest.raises(_uwsgi.UwsgiError, match='stats=%s: no such socket' % path):

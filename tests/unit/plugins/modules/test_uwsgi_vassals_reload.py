@@ -29,9 +29,18 @@ class Emperor:
     is broken: then it exits at start and the Emperor blacklists it. Every sleep checks the floor.
     """
 
-    def __init__(self, directory, count=4, reload_seconds=1.0):
+    def __init__(self, directory, count=4, reload_seconds=1.0, session_seconds=0.0, announce_every=2.0,
+                 announce_at=0.0):
         self.directory = directory
         self.clock = 0.0
+        # After an unsubscribe the FastRouter keeps the node (death_mark 1) while sessions last; the vassal
+        # announces itself again every ``announce_every`` seconds.
+        self.session_seconds = session_seconds
+        self.announce_every = announce_every
+        self.announce_at = announce_at
+        self.unsubscribed = {}
+        self.unsubscribe_packets = []
+        self.touched_while_routed = []
         self.reload_seconds = dict(('shop-%d.ini' % n, reload_seconds) for n in range(1, count + 1))
         self.broken = set()
         self.vassals = {}
@@ -44,7 +53,8 @@ class Emperor:
         for n in range(1, count + 1):
             config = 'shop-%d.ini' % n
             path = directory / config
-            path.write_text('[uwsgi]\nsocket = /run/shop/shop-%d.sock\nneed-app = true\n' % n)
+            path.write_text('[uwsgi]\nsocket = /run/shop/shop-%d.sock\nneed-app = true\n'
+                            'subscribe-to = 127.0.0.1:2626:shop\nunsubscribe-on-graceful-reload = true\n' % n)
             os.utime(str(path), (EPOCH - 100, EPOCH - 100))
             self.vassals[config] = self._spawn(config, EPOCH - 100, up_at=0.0)
 
@@ -69,6 +79,9 @@ class Emperor:
             mtime = int(os.stat(str(self.directory / config)).st_mtime)
             vassal = self.vassals.get(config)
             if vassal is not None and mtime > vassal['last_mod']:
+                if self.node(config) is not None:
+                    self.touched_while_routed.append(config)
+                self.unsubscribed.pop(config, None)
                 if config in self.broken:
                     del self.vassals[config]
                     self.blacklist[config] = {'id': config, 'attempt': 1, 'throttle_level': 1000}
@@ -80,23 +93,48 @@ class Emperor:
                 self.blacklist.pop(config, None)
                 self.vassals[config] = self._spawn(config, mtime, up_at=self.clock + self.reload_seconds[config])
 
-    def serving(self, config):
+    def up(self, config):
         vassal = self.vassals.get(config)
         return vassal is not None and self.clock >= vassal['up_at']
+
+    def node(self, config):
+        """The FastRouter node of a vassal, or None."""
+        if not self.up(config):
+            return None
+        since = self.unsubscribed.get(config)
+        if since is not None:
+            # The vassal's own periodic announce (at announce_at + k * announce_every) brings it back.
+            if int((self.clock - self.announce_at) // self.announce_every) > \
+                    int((since - self.announce_at) // self.announce_every):
+                del self.unsubscribed[config]
+            elif self.clock - since >= self.session_seconds:
+                return None
+            else:
+                return {'name': '/run/shop/%s.sock' % config[:-4], 'death_mark': 1, 'ref': 1}
+        return {'name': '/run/shop/%s.sock' % config[:-4], 'death_mark': 0, 'ref': 0}
+
+    def serving(self, config):
+        node = self.node(config)
+        return node is not None and not node['death_mark']
+
+    def unsubscribe(self, config, node):
+        assert node['name'] == '/run/shop/%s.sock' % config[:-4] and node['key'] == 'shop'
+        self.unsubscribe_packets.append((self.clock, config))
+        self.unsubscribed.setdefault(config, self.clock)
+        return []
 
     def document(self, address, timeout=2.0, label=None):
         self._scan()
         if address == ('unix', EMPEROR_STATS):
             vassals = []
             for config, vassal in sorted(self.vassals.items()):
-                up = self.clock >= vassal['up_at']
+                up = self.up(config)
                 vassals.append({'id': config, 'pid': vassal['pid'], 'last_mod': vassal['last_mod'],
                                 'accepting': 1 if up else 0,
                                 'last_accepting': int(EPOCH + vassal['up_at']) if up else vassal['last_accepting']})
             return {'emperor': self.watching, 'cwd': '/', 'vassals': vassals, 'blacklist': list(self.blacklist.values())}
         if address == ('unix', ROUTER_STATS):
-            nodes = [{'name': '/run/shop/%s.sock' % config[:-4], 'death_mark': 0}
-                     for config in sorted(self.vassals) if self.serving(config)]
+            nodes = [node for node in (self.node(config) for config in sorted(self.vassals)) if node is not None]
             return {'fastrouter': ['127.0.0.1:3030'], 'subscriptions': [{'key': 'shop', 'nodes': nodes}]}
         raise _uwsgi.UwsgiError('%s: no such socket (instance not running, or wrong path)' % label)
 
@@ -125,6 +163,7 @@ def emperor(tmp_path, monkeypatch):
     monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(lock_dir),))
     monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
     monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
+    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
     return fake
 
 
@@ -273,3 +312,40 @@ def test_a_config_written_this_second_is_still_seen_as_changed(emperor):
     result, failed = run(emperor, vassals=['shop-1'])
     assert not failed and result['reloaded'] == ['shop-1']
     assert (emperor.directory / 'shop-1.ini').stat().st_mtime == EPOCH + 1
+
+
+def test_a_serving_vassal_is_drained_before_its_touch(tmp_path, monkeypatch):
+    directory = tmp_path / 'vassals'
+    directory.mkdir()
+    fake = Emperor(directory, session_seconds=1.5, announce_every=10.0)
+    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
+    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(tmp_path),))
+    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
+    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
+    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
+    result, failed = run(fake, min_active=3)
+    assert not failed
+    assert fake.touched_while_routed == []
+    for vassal in result['vassals']:
+        assert 1.5 <= vassal['drain_seconds'] <= 1.7
+        assert vassal['seconds'] >= vassal['drain_seconds'] + 1.0
+    # One packet per vassal: no announce brought a node back while it drained.
+    assert [config for _at, config in fake.unsubscribe_packets] == ['shop-1.ini', 'shop-2.ini', 'shop-3.ini',
+                                                                     'shop-4.ini']
+
+
+def test_a_vassal_that_announces_itself_again_while_draining_is_unsubscribed_again(tmp_path, monkeypatch):
+    directory = tmp_path / 'vassals'
+    directory.mkdir()
+    fake = Emperor(directory, session_seconds=0.7, announce_every=1.0, announce_at=0.35)
+    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
+    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(tmp_path),))
+    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
+    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
+    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
+    result, failed = run(fake, vassals=['shop-1'], timeout=20)
+    assert not failed and result['reloaded'] == ['shop-1'], result.get('msg')
+    # Sent at 0.0, the announce at 0.35 brought the node back, sent again at 0.4: drained at 1.1.
+    assert [round(at, 1) for at, _config in fake.unsubscribe_packets] == [0.0, 0.4]
+    assert 1.1 <= result['vassals'][0]['drain_seconds'] <= 1.25
+    assert fake.touched_while_routed == []

@@ -1,0 +1,164 @@
+"""A real uWSGI Emperor with N single-process vassals subscribed to a FastRouter, on loopback.
+
+HTTP enters through a uWSGI HTTP router that forwards to the FastRouter (the integration host has no nginx;
+the molecule scenario puts nginx there). Vassals are set up as the subscription system needs: need-app,
+no lazy-apps, unsubscribe-on-graceful-reload. Like uwsgi_instance.py this does not import the collection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .demo_app import write_release
+from .uwsgi_instance import _free_loopback_port, poll_until
+
+
+def read_stats(path: Path) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(2.0)
+        conn.connect(str(path))
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+class EmperorFleet:
+    KEY = "demo"
+
+    def __init__(self, workdir: Path, vassals: int = 4, threads: int = 4, import_delay: float = 0.2,
+                 uwsgi_bin: str | Path | None = None, release: str = "v1") -> None:
+        self.workdir = Path(workdir)
+        self.emperor_dir = self.workdir / "vassals"
+        self.emperor_dir.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths must stay under 108 bytes: pytest's tmp_path can be longer.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="emperor-"))
+        self.emperor_stats = self.socket_dir / "emperor-stats.sock"
+        self.router_stats = self.socket_dir / "fastrouter-stats.sock"
+        self.app_path = self.workdir / "app.py"
+        self.uwsgi_bin = Path(uwsgi_bin) if uwsgi_bin else Path(sys.executable).with_name("uwsgi")
+        self.count = vassals
+        self.threads = threads
+        self.import_delay = import_delay
+        self.http_port = _free_loopback_port()
+        self.router_port = _free_loopback_port()
+        self.subscription_port = _free_loopback_port()
+        self.vassal_ports = [_free_loopback_port() for _ in range(vassals)]
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+        self.set_release(release)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def vassal_name(self, index: int) -> str:
+        return f"demo-{index + 1}"
+
+    def set_release(self, release: str, broken: bool = False) -> None:
+        write_release(self.app_path, release, broken=broken, import_delay=self.import_delay)
+        self.release = release
+
+    def _write_vassals(self) -> None:
+        for index, port in enumerate(self.vassal_ports):
+            lines = [
+                "[uwsgi]",
+                "master = true",
+                "processes = 1",
+                f"threads = {self.threads}",
+                f"socket = 127.0.0.1:{port}",
+                f"wsgi-file = {self.app_path}",
+                "need-app = true",
+                f"subscribe-to = 127.0.0.1:{self.subscription_port}:{self.KEY}",
+                "unsubscribe-on-graceful-reload = true",
+                "subscribe-freq = 2",
+                "listen = 1024",
+                "worker-reload-mercy = 60",
+                "disable-logging = true",
+                f"logto = {self.workdir / (self.vassal_name(index) + '.log')}",
+            ]
+            (self.emperor_dir / f"{self.vassal_name(index)}.ini").write_text("\n".join(lines) + "\n")
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self._logs.append(log)
+        self._processes.append(subprocess.Popen(
+            [str(self.uwsgi_bin), *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.workdir, start_new_session=True))
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._write_vassals()
+        self._spawn("fastrouter", [
+            "--master", "--fastrouter", f"127.0.0.1:{self.router_port}",
+            "--fastrouter-subscription-server", f"127.0.0.1:{self.subscription_port}",
+            "--fastrouter-stats", str(self.router_stats)])
+        # In front, as nginx would be: its own instance, with the key the vassals subscribe under.
+        self._spawn("http", [
+            "--master", "--http", f"127.0.0.1:{self.http_port}", "--http-to", f"127.0.0.1:{self.router_port}",
+            "--http-var", f"UWSGI_FASTROUTER_KEY={self.KEY}", "--disable-logging"])
+        self._spawn("emperor", ["--emperor", str(self.emperor_dir), "--emperor-stats", str(self.emperor_stats)])
+        try:
+            poll_until(lambda: self.serving() == self.count, timeout, f"{self.count} vassals serving",
+                       on_timeout=self.diagnostics)
+        except BaseException:
+            self.stop()
+            raise
+
+    def serving(self) -> int:
+        """Vassals that run, accept and have a live FastRouter subscription."""
+        try:
+            emperor, router = read_stats(self.emperor_stats), read_stats(self.router_stats)
+        except (OSError, ValueError):
+            return 0
+        live = {node["name"] for sub in router.get("subscriptions", []) for node in sub.get("nodes", [])
+                if not node.get("death_mark")}
+        accepting = {v["id"] for v in emperor.get("vassals", []) if v.get("accepting")}
+        return sum(1 for index, port in enumerate(self.vassal_ports)
+                   if f"{self.vassal_name(index)}.ini" in accepting and f"127.0.0.1:{port}" in live)
+
+    def diagnostics(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-15:]
+            parts.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def module_args(self, **extra: Any) -> dict[str, Any]:
+        return {"emperor_dir": str(self.emperor_dir), "emperor_stats": str(self.emperor_stats),
+                "fastrouter_stats": str(self.router_stats), **extra}
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+        self._processes.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmperorFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
