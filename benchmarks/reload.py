@@ -4,13 +4,15 @@
             the module's chain and rolling modes
   gunicorn  benchmarks/gunicorn_reload.py: ``kill -HUP`` against the
             module's hup and upgrade modes
+  emperor   benchmarks/emperor_reload.py: touching every vassal config at
+            once against uwsgi_vassals_reload with min_active 1 and N - 1
 
 Each benchmark runs in full (its own server, load and table) through its
 ``main()``, one after the other; see their docstrings for what is measured.
 
 Usage (from the repository root, with the venv's python; ``make benchmark``):
 
-    python benchmarks/reload.py [--server uwsgi|gunicorn|all] [--rounds N]
+    python benchmarks/reload.py [--server uwsgi|gunicorn|emperor|all] [--rounds N]
                                 [--gunicorn-version V]
 
 Like the benchmarks themselves it reports and does not judge: it exits 0
@@ -29,10 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import gunicorn_reload, uwsgi_reload  # noqa: E402
+from benchmarks import emperor_reload, gunicorn_reload, uwsgi_reload  # noqa: E402
 from tests.support.server_venvs import GUNICORN_LOCKS  # noqa: E402
 
-SERVERS = ("uwsgi", "gunicorn")
+SERVERS = ("uwsgi", "gunicorn", "emperor")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--server",
         choices=[*SERVERS, "all"],
         default="all",
-        help="which server's benchmark to run (default all: uwsgi, then gunicorn)",
+        help="which server's benchmark to run (default all: uwsgi, gunicorn, then emperor)",
     )
     parser.add_argument(
         "--rounds",
@@ -75,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.gunicorn_version,
             ],
         ),
+        "emperor": (emperor_reload.main, ["--rounds", str(args.rounds)]),
     }
     selected = SERVERS if args.server == "all" else (args.server,)
     outcomes: dict[str, int] = {}
