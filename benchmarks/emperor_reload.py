@@ -92,8 +92,8 @@ def reload_once(mechanism: str, fleet: EmperorFleet, ansible: PlaybookRunner, lo
         ended = time.monotonic()
     else:
         min_active = 1 if mechanism == "min1" else fleet.count - 1
-        outcome = ansible.run_module("uwsgi_vassals_reload", fleet.module_args(min_active=min_active,
-                                                                                timeout=timeout))
+        args = fleet.module_args(min_active=min_active, timeout=timeout)
+        outcome = ansible.run_module("uwsgi_vassals_reload", args)
         if outcome.get("failed"):
             raise RuntimeError(f"{mechanism}: {outcome.get('msg')}")
         started = epoch_to_monotonic(outcome["started_at"])

@@ -34,7 +34,7 @@ description:
   - A vassal that is not back within O(timeout) seconds of its touch fails the task. No further vassal is touched
     once one timed out; the ones in flight are waited for. The failure names each vassal that did not come back,
     why (from the stats), and returns the stats entries.
-  - One run per Emperor at a time: the run holds an exclusive lock, so a second run fails at once naming the first.
+  - One run per Emperor at a time. The run holds an exclusive lock, so a second run fails at once naming the first.
     The kernel releases the lock when the run ends, however it ends.
   - The number of serving vassals is sampled every O(poll_interval); the lowest seen is returned as
     RV(min_active_observed).
@@ -99,7 +99,7 @@ options:
 notes:
   - Configs symlinked to one file are reloaded together by the Emperor, which follows symlinks; the module refuses
     to reload such vassals one by one.
-  - Set up vassals with C(unsubscribe-on-graceful-reload), C(need-app) and without C(lazy-apps): the vassal
+  - Set up vassals with C(unsubscribe-on-graceful-reload), C(need-app) and without C(lazy-apps). The vassal
     then leaves the FastRouter before its reload, and subscribes again only after it loaded the new code. A
     release that fails to load keeps the vassal out of the FastRouter instead of serving errors.
   - Keep C(subscribe-freq) (the vassal's periodic announce) longer than most requests; each announce during a
@@ -529,8 +529,8 @@ def failure_message(fleet, params, results, last, stuck_since):
         parts.extend((r.get('why') or '%s: serving again, but only after its timeout' % r['name']) + '.' for r in timed_out)
     elif stuck_since is not None:
         parts.append('waited %ss for min_active=%d vassals of emperor_dir=%s to serve besides the one to reload: '
-                     'a vassal that served went down during the run.' % (params['timeout'], params['min_active'],
-                                                                          fleet.emperor_dir))
+                     'a vassal that served went down during the run.'
+                     % (params['timeout'], params['min_active'], fleet.emperor_dir))
     if last is None and fleet.last_error:
         parts.append('last stats reading failed: %s' % fleet.last_error)
     if skipped:

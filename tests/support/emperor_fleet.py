@@ -52,7 +52,7 @@ class EmperorFleet:
         self.http_port = _free_loopback_port()
         self.router_port = _free_loopback_port()
         self.subscription_port = _free_loopback_port()
-        self.vassal_ports = [_free_loopback_port() for _ in range(vassals)]
+        self.vassal_ports = [_free_loopback_port() for _index in range(vassals)]
         self._processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
         self.set_release(release)

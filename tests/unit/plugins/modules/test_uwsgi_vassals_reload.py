@@ -330,8 +330,8 @@ def test_a_serving_vassal_is_drained_before_its_touch(tmp_path, monkeypatch):
         assert 1.5 <= vassal['drain_seconds'] <= 1.7
         assert vassal['seconds'] >= vassal['drain_seconds'] + 1.0
     # One packet per vassal: no announce brought a node back while it drained.
-    assert [config for _at, config in fake.unsubscribe_packets] == ['shop-1.ini', 'shop-2.ini', 'shop-3.ini',
-                                                                     'shop-4.ini']
+    sent = [config for _at, config in fake.unsubscribe_packets]
+    assert sent == ['shop-1.ini', 'shop-2.ini', 'shop-3.ini', 'shop-4.ini']
 
 
 def test_a_vassal_that_announces_itself_again_while_draining_is_unsubscribed_again(tmp_path, monkeypatch):
