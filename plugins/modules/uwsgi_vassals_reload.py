@@ -360,7 +360,12 @@ def vassal_result(fleet, vassal, before, after):
         'seconds': vassal.seconds(),
         'drain_seconds': vassal.drain_seconds(),
     }
-    if vassal.state != _emperor.RELOADED and after is not None and not after['active']:
+    if vassal.state == _emperor.TIMEOUT and vassal.touched_mtime is None:
+        node = (after or {}).get('node') or {}
+        result['why'] = ('%s: never drained, so never touched: the FastRouter still had %s request(s) in flight to it '
+                         '(its old code still serves once it announces itself again)'
+                         % (vassal.config, node.get('ref', 'unknown')))
+    elif vassal.state != _emperor.RELOADED and after is not None and not after['active']:
         result['why'] = _emperor.why_not_active(vassal.config, after, fleet.addresses[vassal.config])
     return result
 

@@ -349,3 +349,21 @@ def test_a_vassal_that_announces_itself_again_while_draining_is_unsubscribed_aga
     assert [round(at, 1) for at, _config in fake.unsubscribe_packets] == [0.0, 0.4]
     assert 1.1 <= result['vassals'][0]['drain_seconds'] <= 1.25
     assert fake.touched_while_routed == []
+
+
+def test_a_vassal_whose_requests_outlast_the_timeout_is_never_touched(tmp_path, monkeypatch):
+    directory = tmp_path / 'vassals'
+    directory.mkdir()
+    fake = Emperor(directory, session_seconds=30.0, announce_every=100.0)
+    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
+    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(tmp_path),))
+    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
+    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
+    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
+    before = mtimes(fake)
+    result, failed = run(fake, vassals=['shop-1'], timeout=5)
+    assert failed and result['timed_out'] == ['shop-1']
+    assert result['vassals'][0]['why'] == ('shop-1.ini: never drained, so never touched: the FastRouter still had 1 '
+                                           'request(s) in flight to it (its old code still serves once it announces '
+                                           'itself again)')
+    assert mtimes(fake) == before
