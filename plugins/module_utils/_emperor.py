@@ -267,10 +267,14 @@ class VassalReload(object):
         self.touched_mtime = None
         self.seen_down = False
         self.finished_at = None
+        # A vassal the Emperor does not run (blacklisted after failed starts, or not yet spawned) is not touched:
+        # the Emperor spawns it on its own schedule, which a touch does not change; the run waits for it.
+        self.awaiting_spawn = False
+        self.started_at = None
 
     @property
     def draining(self):
-        return self.state == IN_FLIGHT and self.touched_mtime is None
+        return self.state == IN_FLIGHT and self.touched_mtime is None and not self.awaiting_spawn
 
     def seconds(self):
         if self.started_clock is None or self.finished_at is None:
@@ -305,6 +309,22 @@ def came_back(vassal, state):
     if not noticed(vassal, state) or not node_live(state['node']):
         return False
     return vassal.seen_down or int(entry.get('last_accepting') or 0) > int(vassal.touched_at)
+
+
+def spawned_since_start(vassal, state):
+    """A vassal the Emperor did not run at its start now serves, spawned after the start (so with the code current
+    then)."""
+    entry = state['entry']
+    if entry is None or not entry.get('pid') or not entry.get('accepting') or not node_live(state['node']):
+        return False
+    return int(entry.get('last_run') or entry.get('first_run') or 0) >= int(vassal.started_at)
+
+
+def settling(state):
+    """The Emperor runs the vassal but it does not accept yet: it is starting. A touch now would ask a vassal that
+    is still starting for a reload, which uWSGI 2.0 can leave running but never subscribing again."""
+    entry = state['entry']
+    return entry is not None and not entry.get('accepting')
 
 
 def went_down(vassal, state):
@@ -347,7 +367,7 @@ class Plan(object):
         chosen = []
         for config in self.order:
             vassal = self.vassals[config]
-            if vassal.state != PENDING:
+            if vassal.state != PENDING or settling(observation[config]):
                 continue
             if observation[config]['active']:
                 if standing - 1 < self.min_active:
@@ -356,22 +376,26 @@ class Plan(object):
             chosen.append(config)
         return chosen
 
-    def started(self, config, clock):
+    def started(self, config, at, clock, observation):
+        """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic."""
         vassal = self.vassals[config]
         vassal.state = IN_FLIGHT
+        vassal.started_at = at
         vassal.started_clock = clock
+        vassal.awaiting_spawn = observation[config]['entry'] is None
         self.parallel_max = max(self.parallel_max, len(self.in_flight()))
 
     def to_touch(self, observation, can_drain):
         """The draining vassals to touch now: drained, or ones the caller cannot drain (``can_drain(config)``
-        false: nothing to unsubscribe from, or not serving)."""
+        false: nothing to unsubscribe from, or not serving). Vassals awaiting their spawn are never touched."""
         return [v.config for v in self.in_flight()
                 if v.draining and (not can_drain(v.config) or drained(observation[v.config]))]
 
-    def touched(self, config, at, clock, mtime):
+    def touched(self, config, at, clock, mtime, drained_first):
         """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic."""
         vassal = self.vassals[config]
-        vassal.drained_clock = clock
+        if drained_first:
+            vassal.drained_clock = clock
         vassal.touched_at = at
         vassal.touched_mtime = mtime
 
@@ -383,7 +407,12 @@ class Plan(object):
             self.lowest_active = min(self.lowest_active, active)
         for vassal in self.in_flight():
             state = observation.get(vassal.config) if observation is not None else None
-            if state is not None and not vassal.draining:
+            if state is not None and vassal.awaiting_spawn:
+                if spawned_since_start(vassal, state):
+                    vassal.state = RELOADED
+                    vassal.finished_at = now
+                    continue
+            elif state is not None and not vassal.draining:
                 if went_down(vassal, state):
                     vassal.seen_down = True
                 if came_back(vassal, state):

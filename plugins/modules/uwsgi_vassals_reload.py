@@ -360,7 +360,10 @@ def vassal_result(fleet, vassal, before, after):
         'seconds': vassal.seconds(),
         'drain_seconds': vassal.drain_seconds(),
     }
-    if vassal.state == _emperor.TIMEOUT and vassal.touched_mtime is None:
+    if vassal.state == _emperor.TIMEOUT and vassal.awaiting_spawn:
+        result['why'] = _emperor.why_not_active(vassal.config, after or before, fleet.addresses[vassal.config]) + \
+            ' (not touched: the Emperor spawns a vassal it does not run on its own schedule; the run waited for it)'
+    elif vassal.state == _emperor.TIMEOUT and vassal.touched_mtime is None:
         node = (after or {}).get('node') or {}
         result['why'] = ('%s: never drained, so never touched: the FastRouter still had %s request(s) in flight to it '
                          '(its old code still serves once it announces itself again)'
@@ -469,7 +472,7 @@ def reload_vassals(module, fleet, targets, path):
             break
         if observation is not None:
             for config in plan.to_start(observation):
-                plan.started(config, time.monotonic())
+                plan.started(config, time.time(), time.monotonic(), observation)
                 started_order.append(config)
                 state = observation[config]
                 if state['active'] and fleet.servers[config]:
@@ -485,7 +488,7 @@ def reload_vassals(module, fleet, targets, path):
                         del draining[config]
             for config in plan.to_touch(observation, lambda config: config in draining):
                 mtime = fleet.touch(config, observation[config]['entry'])
-                plan.touched(config, time.time(), time.monotonic(), mtime)
+                plan.touched(config, time.time(), time.monotonic(), mtime, config in draining)
             if plan.stuck(observation):
                 stuck_since = stuck_since if stuck_since is not None else now
                 if now - stuck_since >= params['timeout']:

@@ -169,7 +169,7 @@ def test_plan_does_not_count_vassals_in_flight_as_standing():
     first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
     plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
     assert plan.to_start(first) == ['a.ini']
-    plan.started('a.ini', 0.0)
+    plan.started('a.ini', 1000.0, 0.0, first)
     # a still serves while it drains, but it is about to go down.
     assert plan.to_start(first) == []
 
@@ -178,8 +178,8 @@ def test_plan_stops_touching_after_a_timeout_and_waits_for_the_ones_in_flight():
     first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': True})
     plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=10)
     for config in plan.to_start(first):
-        plan.started(config, 0.0)
-        plan.touched(config, 1000.0, 0.5, 1001)
+        plan.started(config, 1000.0, 0.0, first)
+        plan.touched(config, 1000.0, 0.5, 1001, True)
     down = observation({'a.ini': False, 'b.ini': False, 'c.ini': True, 'd.ini': True})
     plan.update(down, 5.0)
     assert plan.lowest_active == 2 and not plan.done()
@@ -199,7 +199,7 @@ def test_plan_touches_a_draining_vassal_once_drained_or_when_it_cannot_be_draine
     first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
     plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=1, timeout=60)
     for config in plan.to_start(first):
-        plan.started(config, 0.0)
+        plan.started(config, 1000.0, 0.0, first)
     assert plan.to_touch(first, lambda config: True) == []
     assert plan.to_touch(first, lambda config: config == 'a.ini') == ['b.ini']
     gone = dict(first, **{'a.ini': dict(first['a.ini'], node=None)})
@@ -244,3 +244,22 @@ def test_refusal_only_when_a_serving_vassal_would_go_below_the_floor():
 
 def test_lock_name_is_one_file_per_directory():
     assert _emperor.lock_name('/etc/uwsgi/vassals') == 'graceful-wsgi-vassals-etc-uwsgi-vassals.lock'
+
+
+def test_a_vassal_the_emperor_did_not_run_is_back_once_spawned_after_the_start_and_serving():
+    vassal = _emperor.VassalReload('a.ini', False)
+    vassal.started_at = 1000.4
+    serving = state()
+    assert not _emperor.spawned_since_start(vassal, dict(serving, entry=dict(serving['entry'], last_run=999)))
+    assert _emperor.spawned_since_start(vassal, dict(serving, entry=dict(serving['entry'], last_run=1000)))
+    assert not _emperor.spawned_since_start(vassal, state(active=False))
+
+
+def test_settling_is_running_but_not_accepting():
+    assert _emperor.settling(state(accepting=0))
+    assert not _emperor.settling(state())
+    assert not _emperor.settling(state(active=False))
+    first = observation({'a.ini': True, 'b.ini': True})
+    first['b.ini'] = dict(state(accepting=0), active=False)
+    plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=1, timeout=60)
+    assert plan.to_start(first) == []        # a would leave nothing serving; b is still starting

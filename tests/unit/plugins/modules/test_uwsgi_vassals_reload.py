@@ -45,8 +45,9 @@ class Emperor:
         self.broken = set()
         self.vassals = {}
         self.blacklist = {}
-        # A blacklisted vassal is tried again when its config changes (uWSGI also retries it on a timer).
-        self.blacklisted_mtime = {}
+        # The Emperor tries a blacklisted vassal again once its throttle has passed, whatever its config's mtime.
+        self.throttle = 2.0
+        self.retry_at = {}
         self.watching = [str(directory)]
         self.active_seen = []
         self.next_pid = 1000
@@ -61,7 +62,7 @@ class Emperor:
     def _spawn(self, config, last_mod, up_at):
         self.next_pid += 10
         return {'pid': self.next_pid, 'worker': self.next_pid + 1, 'last_mod': last_mod, 'up_at': up_at,
-                'last_accepting': int(EPOCH + up_at)}
+                'last_accepting': int(EPOCH + up_at), 'last_run': int(EPOCH + self.clock)}
 
     def time(self):
         return EPOCH + self.clock
@@ -85,11 +86,15 @@ class Emperor:
                 if config in self.broken:
                     del self.vassals[config]
                     self.blacklist[config] = {'id': config, 'attempt': 1, 'throttle_level': 1000}
-                    self.blacklisted_mtime[config] = mtime
+                    self.retry_at[config] = self.clock + self.throttle
                 else:
                     vassal.update(last_mod=mtime, up_at=self.clock + self.reload_seconds[config],
                                   worker=vassal['worker'] + 1)
-            elif vassal is None and config not in self.broken and mtime > self.blacklisted_mtime.get(config, 0):
+            elif vassal is None and self.clock >= self.retry_at.get(config, 0):
+                if config in self.broken:
+                    self.blacklist[config]['attempt'] += 1
+                    self.retry_at[config] = self.clock + self.throttle
+                    continue
                 self.blacklist.pop(config, None)
                 self.vassals[config] = self._spawn(config, mtime, up_at=self.clock + self.reload_seconds[config])
 
@@ -130,6 +135,7 @@ class Emperor:
             for config, vassal in sorted(self.vassals.items()):
                 up = self.up(config)
                 vassals.append({'id': config, 'pid': vassal['pid'], 'last_mod': vassal['last_mod'],
+                                'last_run': vassal['last_run'],
                                 'accepting': 1 if up else 0,
                                 'last_accepting': int(EPOCH + vassal['up_at']) if up else vassal['last_accepting']})
             return {'emperor': self.watching, 'cwd': '/', 'vassals': vassals, 'blacklist': list(self.blacklist.values())}
@@ -218,13 +224,13 @@ def test_a_broken_release_fails_at_the_timeout_naming_the_vassals_and_keeps_the_
     assert failed
     assert result['msg'].startswith('3 vassal(s) of emperor_dir=%s did not come back within timeout=5.0s: '
                                     'shop-1, shop-2, shop-3.' % emperor.directory)
-    assert 'shop-1.ini: not running: the Emperor blacklisted it after 1 failed start(s)' in result['msg']
+    assert 'shop-1.ini: not running: the Emperor blacklisted it after ' in result['msg']
     assert result['msg'].endswith('Not touched, to keep the floor: shop-4.')
     assert result['timed_out'] == ['shop-1', 'shop-2', 'shop-3']
     assert [v['state'] for v in result['vassals']] == ['timeout', 'timeout', 'timeout', 'not_started']
     assert result['min_active_observed'] == 1 and min(emperor.active_seen) == 1
-    assert result['stats']['shop-1'] == {'emperor': {'id': 'shop-1.ini', 'attempt': 1, 'throttle_level': 1000},
-                                         'fastrouter': None}
+    assert result['stats']['shop-1']['emperor']['id'] == 'shop-1.ini'
+    assert result['stats']['shop-1']['fastrouter'] is None
     assert result['vassals'][0]['seconds'] == pytest.approx(5.0, abs=0.15)
     # shop-4 was never touched: the Emperor still runs it with the old code.
     assert emperor.serving('shop-4.ini')
@@ -240,10 +246,13 @@ def test_a_run_refuses_to_take_the_last_serving_vassal_down_and_recovers_the_dow
     assert mtimes(emperor) == before
     emperor.broken.clear()
     result, failed = run(emperor, vassals=['shop-1', 'shop-2', 'shop-3'])
-    assert not failed and result['reloaded'] == ['shop-1', 'shop-2', 'shop-3']
+    assert not failed and result['reloaded'] == ['shop-1', 'shop-2', 'shop-3'], result.get('msg')
     assert [v['was_active'] for v in result['vassals']] == [False, False, False]
     assert [v['pid_before'] for v in result['vassals']] == [None, None, None]
+    assert [v['drain_seconds'] for v in result['vassals']] == [None, None, None]
     assert result['active_after'] == 4
+    # The Emperor spawned them on its own: the run touched none (a touch would not hurry the Emperor).
+    assert mtimes(emperor) == before
 
 
 def test_check_mode_touches_nothing_and_names_the_first_wave(emperor):
@@ -367,3 +376,13 @@ def test_a_vassal_whose_requests_outlast_the_timeout_is_never_touched(tmp_path, 
                                            'request(s) in flight to it (its old code still serves once it announces '
                                            'itself again)')
     assert mtimes(fake) == before
+
+
+def test_a_vassal_still_starting_is_not_touched_until_it_accepts(emperor):
+    emperor.vassals['shop-1.ini']['up_at'] = 3.0     # spawned, loading its app until t=3
+    before = mtimes(emperor)['shop-1.ini']
+    result, failed = run(emperor, vassals=['shop-1'])
+    assert not failed and result['reloaded'] == ['shop-1']
+    touched = [at for at, config in emperor.unsubscribe_packets if config == 'shop-1.ini']
+    assert mtimes(emperor)['shop-1.ini'] > before
+    assert touched and touched[0] >= 3.0
