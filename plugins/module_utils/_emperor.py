@@ -226,6 +226,10 @@ def observe(emperor_document, fastrouter_document, vassals, suffix):
     return seen
 
 
+def serving_count(observation):
+    return sum(1 for state in observation.values() if state['active'])
+
+
 def why_not_active(config, state, addresses):
     """Why a vassal does not serve, from one observation; the words an operator reads in the failure."""
     entry, node = state['entry'], state['node']
@@ -350,7 +354,7 @@ class Plan(object):
         self.order = sorted(targets, key=lambda config: (observation[config]['active'], config))
         self.stopped = False
         self.parallel_max = 0
-        self.lowest_active = sum(1 for state in observation.values() if state['active'])
+        self.lowest_active = serving_count(observation)
 
     def in_flight(self):
         return [self.vassals[config] for config in self.order if self.vassals[config].state == IN_FLIGHT]
@@ -403,8 +407,7 @@ class Plan(object):
         """Record an observation (None when the stats could not be read) at monotonic time ``now``: the
         floor, vassals that came back, vassals past their timeout."""
         if observation is not None:
-            active = sum(1 for state in observation.values() if state['active'])
-            self.lowest_active = min(self.lowest_active, active)
+            self.lowest_active = min(self.lowest_active, serving_count(observation))
         for vassal in self.in_flight():
             state = observation.get(vassal.config) if observation is not None else None
             if state is not None and vassal.awaiting_spawn:

@@ -79,13 +79,17 @@ def stats_label(address, option='stats'):
     return '%s=%s' % (option, address[1] if address[0] == 'unix' else '%s:%d' % address[1:])
 
 
+def socket_target(address):
+    """The address family and the connect/sendto target of a parsed address."""
+    if address[0] == 'unix':
+        return socket.AF_UNIX, address[1]
+    return (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
+
+
 def read_json_document(address, timeout=2.0, label=None):
     """The one JSON object a uWSGI stats server (instance, Emperor or router) sends before closing."""
     label = label or stats_label(address)
-    if address[0] == 'unix':
-        family, target = socket.AF_UNIX, address[1]
-    else:
-        family, target = (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
+    family, target = socket_target(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     chunks = []

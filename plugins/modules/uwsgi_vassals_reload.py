@@ -307,11 +307,7 @@ class Fleet(object):
         packet = _emperor.subscription_packet(node.get('key') or '', node['name'], _emperor.UNSUBSCRIBE)
         errors = []
         for server in self.servers[config]:
-            address = _uwsgi.parse_stats_address(server)
-            if address[0] == 'unix':
-                family, target = socket.AF_UNIX, address[1]
-            else:
-                family, target = (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
+            family, target = _uwsgi.socket_target(_uwsgi.parse_stats_address(server))
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
                 sock.sendto(packet, target)
@@ -328,11 +324,6 @@ class Fleet(object):
         mtime = _emperor.next_mtime(current.st_mtime, (entry or {}).get('last_mod'), time.time())
         os.utime(path, (current.st_atime, mtime))
         return mtime
-
-
-def node_back(state):
-    """The vassal's node routes requests (it was never dropped, or the vassal announced itself again)."""
-    return _emperor.node_live(state['node'])
 
 
 def workers_of(entry):
@@ -411,18 +402,21 @@ def run_module():
 
     path = lock_path(fleet.emperor_dir)
     holder = {'pid': os.getpid(), 'started_at': round(time.time(), 3), 'emperor_dir': fleet.emperor_dir}
+
+    def refuse_held(held):
+        module.fail_json(msg='another uwsgi_vassals_reload run holds the lock of emperor_dir=%s (%s): %s'
+                         % (fleet.emperor_dir, path, _lock.describe_holder(held)), lock_path=path)
+
     lock_fd = None
     if module.check_mode:
         held = _lock.flock_is_held(path)
         if held is not None:
-            module.fail_json(msg='another uwsgi_vassals_reload run holds the lock of emperor_dir=%s (%s): %s'
-                             % (fleet.emperor_dir, path, _lock.describe_holder(held)), lock_path=path)
+            refuse_held(held)
     else:
         try:
             lock_fd = _lock.flock_acquire(path, holder)
         except _lock.LockHeld as exc:
-            module.fail_json(msg='another uwsgi_vassals_reload run holds the lock of emperor_dir=%s (%s): %s'
-                             % (fleet.emperor_dir, path, _lock.describe_holder(exc.holder)), lock_path=path)
+            refuse_held(exc.holder)
         except _lock.LockError as exc:
             module.fail_json(msg=str(exc), lock_path=path)
     try:
@@ -434,18 +428,16 @@ def run_module():
 
 def reload_vassals(module, fleet, targets, path):
     params = module.params
-    try:
-        emperor, router = fleet.read()
-    except (_uwsgi.UwsgiError, _emperor.EmperorError) as exc:
-        module.fail_json(msg=str(exc), lock_path=path)
-    first = _emperor.observe(emperor, router, fleet.addresses, fleet.suffix)
+    first = fleet.observe()
+    if first is None:
+        module.fail_json(msg=fleet.last_error, lock_path=path)
     reason = _emperor.refusal(first, targets, params['min_active'], fleet.emperor_dir)
     if reason:
         module.fail_json(msg=reason, lock_path=path,
                          stats=dict((c, first[c]) for c in fleet.configs if not first[c]['active']))
     before = dict((config, dict(first[config], workers=workers_of(first[config]['entry']))) for config in targets)
     plan = _emperor.Plan(targets, first, params['min_active'], params['timeout'])
-    active_before = sum(1 for state in first.values() if state['active'])
+    active_before = _emperor.serving_count(first)
 
     if module.check_mode:
         wave = set(plan.to_start(first))
@@ -480,7 +472,7 @@ def reload_vassals(module, fleet, targets, path):
             for vassal in plan.in_flight():
                 config = vassal.config
                 # Until the Emperor asked the vassal to reload, its periodic announce may subscribe it again.
-                if config in draining and node_back(observation[config]) and (
+                if config in draining and _emperor.node_live(observation[config]['node']) and (
                         vassal.draining or not _emperor.noticed(vassal, observation[config])):
                     errors = fleet.unsubscribe(config, draining[config])
                     if errors:
@@ -512,7 +504,7 @@ def reload_vassals(module, fleet, targets, path):
         reloaded=[r['name'] for r in results if r['state'] == _emperor.RELOADED],
         timed_out=[r['name'] for r in results if r['state'] == _emperor.TIMEOUT],
         active_before=active_before,
-        active_after=sum(1 for state in last.values() if state['active']) if last is not None else None,
+        active_after=_emperor.serving_count(last) if last is not None else None,
         min_active_observed=plan.lowest_active,
         parallel_max=plan.parallel_max,
         elapsed=round(completed_at - started_at, 3),
