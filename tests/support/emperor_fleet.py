@@ -7,11 +7,7 @@ no lazy-apps, unsubscribe-on-graceful-reload. Like uwsgi_instance.py this does n
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .demo_app import write_release
-from .uwsgi_instance import _free_loopback_port, poll_until
-
-
-def read_stats(path: Path) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(2.0)
-        conn.connect(str(path))
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
+from .uwsgi_instance import _free_loopback_port, poll_until, read_stats_socket, stop_process_group
 
 
 class EmperorFleet:
@@ -116,7 +102,7 @@ class EmperorFleet:
     def serving(self) -> int:
         """Vassals that run, accept and have a live FastRouter subscription."""
         try:
-            emperor, router = read_stats(self.emperor_stats), read_stats(self.router_stats)
+            emperor, router = read_stats_socket(self.emperor_stats), read_stats_socket(self.router_stats)
         except (OSError, ValueError):
             return 0
         live = {node["name"] for sub in router.get("subscriptions", []) for node in sub.get("nodes", [])
@@ -137,19 +123,9 @@ class EmperorFleet:
                 "fastrouter_stats": str(self.router_stats), **extra}
 
     def stop(self) -> None:
+        # The Emperor (and its vassals) first, then the routers.
         for process in reversed(self._processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in self._processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=10)
+            stop_process_group(process)
         self._processes.clear()
         for log in self._logs:
             log.close()

@@ -62,6 +62,33 @@ def poll_until(
         time.sleep(interval)
 
 
+def read_stats_socket(path: Path) -> dict[str, Any]:
+    """Read the one JSON document a uWSGI stats server on a unix socket sends (it closes after)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(2.0)
+        conn.connect(str(path))
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT a uWSGI master (it kills its workers and exits at once), then SIGKILL whatever is left of its
+    process group (started with start_new_session)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers, if any
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+
+
 def _free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -270,19 +297,8 @@ class UwsgiInstance:
         self._stopped = True
         process, self._process = self._process, None
         if process is not None:
-            if process.poll() is None:
-                # SIGINT makes the master kill its workers and exit at once;
-                # a graceful shutdown is not what tests are measuring.
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # stragglers, if any
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=10)
+            # A graceful shutdown is not what tests are measuring.
+            stop_process_group(process)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -308,14 +324,7 @@ class UwsgiInstance:
     # -- observation ---------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Read one JSON document from the stats socket (uWSGI closes it after)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(2.0)
-            conn.connect(str(self.stats_path))
-            chunks = []
-            while chunk := conn.recv(65536):
-                chunks.append(chunk)
-        return json.loads(b"".join(chunks))
+        return read_stats_socket(self.stats_path)
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.stats()["workers"])

@@ -159,18 +159,29 @@ class FakeTime:
 
 
 @pytest.fixture
-def emperor(tmp_path, monkeypatch):
-    directory = tmp_path / 'vassals'
-    directory.mkdir()
-    lock_dir = tmp_path / 'lock'
-    lock_dir.mkdir()
-    fake = Emperor(directory)
-    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
-    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(lock_dir),))
-    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
-    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
-    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
-    return fake
+def make_emperor(tmp_path, monkeypatch):
+    """Builds the simulated Emperor (with its keyword arguments) and puts it in place of the host."""
+
+    def make(**kwargs):
+        directory = tmp_path / 'vassals'
+        directory.mkdir()
+        lock_dir = tmp_path / 'lock'
+        lock_dir.mkdir()
+        fake = Emperor(directory, **kwargs)
+        monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
+        monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(lock_dir),))
+        monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
+        monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
+        monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe',
+                            lambda self, config, node: fake.unsubscribe(config, node))
+        return fake
+
+    return make
+
+
+@pytest.fixture
+def emperor(make_emperor):
+    return make_emperor()
 
 
 def run(emperor, **args):
@@ -323,15 +334,8 @@ def test_a_config_written_this_second_is_still_seen_as_changed(emperor):
     assert (emperor.directory / 'shop-1.ini').stat().st_mtime == EPOCH + 1
 
 
-def test_a_serving_vassal_is_drained_before_its_touch(tmp_path, monkeypatch):
-    directory = tmp_path / 'vassals'
-    directory.mkdir()
-    fake = Emperor(directory, session_seconds=1.5, announce_every=10.0)
-    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
-    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(tmp_path),))
-    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
-    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
-    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
+def test_a_serving_vassal_is_drained_before_its_touch(make_emperor):
+    fake = make_emperor(session_seconds=1.5, announce_every=10.0)
     result, failed = run(fake, min_active=3)
     assert not failed
     assert fake.touched_while_routed == []
@@ -343,15 +347,8 @@ def test_a_serving_vassal_is_drained_before_its_touch(tmp_path, monkeypatch):
     assert sent == ['shop-1.ini', 'shop-2.ini', 'shop-3.ini', 'shop-4.ini']
 
 
-def test_a_vassal_that_announces_itself_again_while_draining_is_unsubscribed_again(tmp_path, monkeypatch):
-    directory = tmp_path / 'vassals'
-    directory.mkdir()
-    fake = Emperor(directory, session_seconds=0.7, announce_every=1.0, announce_at=0.35)
-    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
-    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(tmp_path),))
-    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
-    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
-    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
+def test_a_vassal_that_announces_itself_again_while_draining_is_unsubscribed_again(make_emperor):
+    fake = make_emperor(session_seconds=0.7, announce_every=1.0, announce_at=0.35)
     result, failed = run(fake, vassals=['shop-1'], timeout=20)
     assert not failed and result['reloaded'] == ['shop-1'], result.get('msg')
     # Sent at 0.0, the announce at 0.35 brought the node back, sent again at 0.4: drained at 1.1.
@@ -360,15 +357,8 @@ def test_a_vassal_that_announces_itself_again_while_draining_is_unsubscribed_aga
     assert fake.touched_while_routed == []
 
 
-def test_a_vassal_whose_requests_outlast_the_timeout_is_never_touched(tmp_path, monkeypatch):
-    directory = tmp_path / 'vassals'
-    directory.mkdir()
-    fake = Emperor(directory, session_seconds=30.0, announce_every=100.0)
-    monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
-    monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(tmp_path),))
-    monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
-    monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
-    monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe', lambda self, config, node: fake.unsubscribe(config, node))
+def test_a_vassal_whose_requests_outlast_the_timeout_is_never_touched(make_emperor):
+    fake = make_emperor(session_seconds=30.0, announce_every=100.0)
     before = mtimes(fake)
     result, failed = run(fake, vassals=['shop-1'], timeout=5)
     assert failed and result['timed_out'] == ['shop-1']
