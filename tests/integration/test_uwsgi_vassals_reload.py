@@ -105,15 +105,26 @@ def test_a_second_run_fails_at_once_while_one_runs(ansible: PlaybookRunner, tmp_
             "uwsgi_vassals_reload", slow_fleet.module_args(min_active=3))))
         configs = sorted(slow_fleet.emperor_dir.glob("*.ini"))
         before = {path: path.stat().st_mtime for path in configs}
-        runner.start()
+        load = LoadGenerator(slow_fleet.base_url, concurrency=10, slow_clients=2, slow_seconds=SLOW_SECONDS,
+                             min_requests=2000, max_requests=150000, max_seconds=150, think_seconds=0.005)
+        load.start()
         try:
+            poll_until(lambda: load.fast_completed >= 300, 20, "warm-up traffic")
+            slow_fleet.set_release("v2")
+            runner.start()
             poll_until(lambda: any(path.stat().st_mtime != before[path] for path in configs), 30,
                        "the first run touching a vassal")
             started = time.monotonic()
             second = ansible.run_module("uwsgi_vassals_reload", slow_fleet.module_args())
             refused_in = time.monotonic() - started
+            runner.join(120)
+            finished = time.monotonic()
+            answered = load.fast_completed
+            poll_until(lambda: load.fast_completed >= answered + 400, 60, "requests after the run")
         finally:
             runner.join(120)
+            result = load.stop()
+        assert result.failed == 0, result.summary()
         assert second.get("failed")
         assert second["msg"].startswith("another uwsgi_vassals_reload run holds the lock of emperor_dir=")
         assert "pid " in second["msg"]
@@ -121,6 +132,7 @@ def test_a_second_run_fails_at_once_while_one_runs(ansible: PlaybookRunner, tmp_
         assert first["parallel_max"] == 1
         # The refusal costs one ansible task, not a wait on the first run (which takes over 6 s).
         assert refused_in < first["elapsed"]
+        assert_every_new_worker_serves(first, result, "v2", finished)
 
 
 def test_check_mode_touches_nothing(ansible: PlaybookRunner, fleet: EmperorFleet) -> None:
