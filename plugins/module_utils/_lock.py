@@ -22,7 +22,10 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import time
+
+from ansible_collections.graceful.wsgi.plugins.module_utils import _journal
 
 LOCK_MODE = 0o644
 # The creator writes right after O_EXCL: an empty lock file is one being written, for this long at most.
@@ -54,11 +57,13 @@ class LockHeld(LockError):
 class Lock:
     """What a lock file held when read: its raw bytes and, unless corrupt, its JSON object."""
 
-    def __init__(self, path, raw, content=None, problem=None):
+    def __init__(self, path, raw, content=None, problem=None, journal=None):
         self.path = path
         self.raw = raw
         self.content = content
         self.problem = problem
+        # The run journal: one JSON line per entry after the holder's JSON document.
+        self.journal = journal or []
 
     @property
     def corrupt(self):
@@ -86,8 +91,10 @@ def lock_content(run_id, holder, acquired_at):
     return content
 
 
-def encode(content):
-    return (json.dumps(content, sort_keys=True, indent=2) + '\n').encode('utf-8')
+def encode(content, journal=()):
+    """The holder's JSON document, then one line per journal entry."""
+    return (json.dumps(content, sort_keys=True, indent=2) + '\n').encode('utf-8') + b''.join(
+        _journal.entry_line(entry) for entry in journal)
 
 
 def snippet(text, limit=SNIPPET_CHARS):
@@ -96,16 +103,20 @@ def snippet(text, limit=SNIPPET_CHARS):
 
 
 def parse(path, raw):
-    """A Lock from the bytes of ``path``; corrupt when not a JSON object with a string run_id."""
+    """A Lock from the bytes of ``path``; corrupt when it does not start with a JSON object with a string run_id.
+
+    The holder's JSON document comes first; the run journal's lines, appended by the holder, follow it.
+    """
     try:
-        content = json.loads(raw.decode('utf-8'))
+        text = raw.decode('utf-8')
+        content, end = json.JSONDecoder().raw_decode(text.lstrip())
     except ValueError:  # UnicodeDecodeError is a ValueError too
         return Lock(path, raw, problem='not JSON' if raw.strip() else 'empty')
     if not isinstance(content, dict):
         return Lock(path, raw, problem='not a JSON object')
     if not isinstance(content.get('run_id'), str) or not content['run_id']:
         return Lock(path, raw, problem='no run_id')
-    return Lock(path, raw, content)
+    return Lock(path, raw, content, journal=_journal.parse_lines(text.lstrip()[end:]))
 
 
 def check_directory(path):
@@ -124,14 +135,51 @@ def _os_error(path, exc, doing):
     return LockError('path=%s: cannot %s the lock: %s' % (path, doing, reason))
 
 
-def _read_raw(path):
+def _file_kind(mode):
+    for test, name in ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISDIR, 'a directory'), (stat.S_ISSOCK, 'a socket'),
+                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return name
+    return 'not a regular file'
+
+
+def _open_regular(path, flags, doing):
+    """A descriptor of the regular file ``path``, opened without following a symlink or blocking on a FIFO;
+    None when it does not exist. LockError names the path and what it is instead."""
     try:
-        with open(path, 'rb') as handle:
-            return handle.read()
-    except (IOError, OSError) as exc:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
+        if exc.errno == errno.ELOOP:
+            raise LockError('path=%s: is a symlink; the lock is never followed through one' % path)
+        raise _os_error(path, exc, doing)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise LockError('path=%s: is %s, not a lock file' % (path, _file_kind(mode)))
+    return fd
+
+
+def _read_fd(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+
+
+def _read_raw(path):
+    fd = _open_regular(path, os.O_RDONLY, 'read')
+    if fd is None:
+        return None
+    try:
+        return _read_fd(fd)
+    except OSError as exc:
         raise _os_error(path, exc, 'read')
+    finally:
+        os.close(fd)
 
 
 def read_lock(path, clock=time.monotonic, sleep=time.sleep):
@@ -169,19 +217,21 @@ def what_is_broken(lock):
     return 'a corrupt lock file' if lock.corrupt else 'the lock of %s' % describe(lock)
 
 
-def held_message(path, lock, state):
+def held_message(path, lock, state, now=None):
     if lock.corrupt:
         return ('deploy lock %s is corrupt (%s: %r). If no deploy is running, set break_lock=true to %s it.'
                 % (path, lock.problem, snippet(lock.raw.decode('utf-8', 'replace'), 60),
                    'replace' if state == 'present' else 'remove'))
     if state == 'present':
-        tail = 'Wait for that run to end; if it died, set break_lock=true to take the lock.'
+        tail = ('Wait for that run to end; if it died, set break_lock=true to take the lock and reconcile what its '
+                'journal shows.')
     else:
         tail = 'Not releasing a lock this run does not hold; if that run died, set break_lock=true to remove it.'
-    return 'deploy lock %s is held by %s. %s' % (path, describe(lock), tail)
+    journal = _journal.summary(lock.journal, lock.content.get('acquired_at'), now)
+    return 'deploy lock %s is held by %s: %s. %s' % (path, describe(lock), journal, tail)
 
 
-def decide(path, state, run_id, lock, break_lock):
+def decide(path, state, run_id, lock, break_lock, now=None):
     """The action for ``state`` given the current Lock (or None); LockHeld when another run has it."""
     mine = lock is not None and not lock.corrupt and lock.run_id == run_id
     if state == 'present':
@@ -198,11 +248,12 @@ def decide(path, state, run_id, lock, break_lock):
             return RELEASE
         if break_lock:
             return BREAK_AND_RELEASE
-    raise LockHeld(held_message(path, lock, state), lock.holder())
+    raise LockHeld(held_message(path, lock, state, now), lock.holder())
 
 
-def create(path, content):
-    """Create the lock holding ``content``; False when a lock file already exists (someone else won)."""
+def create(path, content, journal=()):
+    """Create the lock holding ``content`` (and the journal entries it inherits); False when a lock file already
+    exists (someone else won)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, LOCK_MODE)
     except OSError as exc:
@@ -212,7 +263,7 @@ def create(path, content):
     try:
         # The umask must not hide the holder from other deploy users who need to read who holds it.
         os.fchmod(fd, LOCK_MODE)
-        data = encode(content)
+        data = encode(content, journal)
         while data:
             data = data[os.write(fd, data):]
     except OSError as exc:
@@ -252,11 +303,11 @@ def remove(lock):
     return False
 
 
-def acquire(path, run_id, content):
+def acquire(path, run_id, content, journal=()):
     """Take the lock for ``run_id``: (changed, holder). LockHeld names the run that holds it instead."""
     # A lock that vanishes between a failed create and the read gets another try, a few at most.
     for _attempt in range(3):
-        if create(path, content):
+        if create(path, content, journal):
             return True, content
         current = read_lock(path)
         if current is not None and decide(path, 'present', run_id, current, False) == KEEP:
@@ -277,6 +328,73 @@ def release(path, run_id, lock):
             return True, lock.holder()
         lock = read_lock(path)
     raise LockError('path=%s: the lock file keeps changing while this run releases it' % path)
+
+
+# ---------------------------------------------------------------- the run journal
+
+def append_journal(path, run_id, entry):
+    """Append ``entry`` to the journal of the lock ``run_id`` holds: the Lock as it was before the append.
+
+    One write with O_APPEND, so entries of the hosts of a batch, recorded at the same time, never interleave.
+    LockError when the run does not hold the lock (another run broke it, or it was never taken).
+    """
+    line = _journal.entry_line(_journal.check_entry(entry))
+    fd = _open_regular(path, os.O_RDWR | os.O_APPEND, 'write')
+    if fd is None:
+        raise LockError('path=%s: no lock, so run %s cannot record %s of %s in its journal'
+                        % (path, run_id, entry['step'], entry['host']))
+    try:
+        lock = parse(path, _read_fd(fd))
+        if lock.corrupt or lock.run_id != run_id:
+            raise LockError('path=%s: not recording %s of %s: the lock is held by %s, not by run %s'
+                            % (path, entry['step'], entry['host'], describe(lock), run_id))
+        os.write(fd, line)
+    except OSError as exc:
+        raise _os_error(path, exc, 'write the journal of')
+    finally:
+        os.close(fd)
+    return lock
+
+
+def pending_path(path):
+    """Where a run that ended keeps the hosts it could not settle, for the next run."""
+    return path + '.pending'
+
+
+def read_pending(path):
+    """The journal entries a finished run left unsettled (pending record of the lock ``path``); [] when none."""
+    raw = _read_raw(pending_path(path))
+    return _journal.parse_lines(raw.decode('utf-8', 'replace')) if raw else []
+
+
+def write_pending(path, entries):
+    """Keep the entries of unsettled hosts for the next run (atomically, root-only), or drop the record when
+    there are none. Returns whether a record is kept."""
+    target = pending_path(path)
+    if not entries:
+        try:
+            os.unlink(target)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise _os_error(target, exc, 'remove')
+        return False
+    temporary = '%s.%d-%s' % (target, os.getpid(), os.urandom(4).hex())
+    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        data = b''.join(_journal.entry_line(entry) for entry in entries)
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, target)
+    return True
+
+
+def unsettled_entries(entries):
+    """The entries about the hosts the journal leaves unsettled, in order (all of each such host's entries)."""
+    hosts = set(state['host'] for state in _journal.pending(entries))
+    return [entry for entry in entries if entry['host'] in hosts]
 
 
 # ---------------------------------------------------------------- process locks (flock)

@@ -87,9 +87,10 @@ def test_read_lock_permission_denied_names_the_path(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, 'Permission denied')
 
-    monkeypatch.setattr(_lock, 'open', denied, raising=False)
-    with pytest.raises(_lock.LockError, match='^path=%s: cannot read the lock: permission denied$' % path):
-        _lock.read_lock(str(path))
+    with monkeypatch.context() as patched:
+        patched.setattr(_lock.os, 'open', denied)
+        with pytest.raises(_lock.LockError, match='^path=%s: cannot read the lock: permission denied$' % path):
+            _lock.read_lock(str(path))
 
 
 def test_check_directory(tmp_path):
@@ -137,14 +138,19 @@ def test_decide(state, lock_run, break_lock, action):
     assert _lock.decide('/l', state, 'me', lock, break_lock) == action
 
 
+# 2026-11-22T16:05:00Z, when HOLDER's run took the lock.
+STARTED = 1795363500
+
+
 def test_decide_refuses_another_runs_lock_with_its_holder():
     lock = _lock.parse('/srv/demo/deploy.lock', _lock.encode(_lock.lock_content('RUNID', HOLDER, '2026-11-22T16:05:00Z')))
     with pytest.raises(_lock.LockHeld) as caught:
-        _lock.decide('/srv/demo/deploy.lock', 'present', 'me', lock, False)
+        _lock.decide('/srv/demo/deploy.lock', 'present', 'me', lock, False, now=STARTED + 300)
     assert str(caught.value) == (
         'deploy lock /srv/demo/deploy.lock is held by run RUNID: user alice on controller ctl1 since '
-        '2026-11-22T16:05:00Z (release v2, playbook deploy, pid 123). Wait for that run to end; if it died, set '
-        'break_lock=true to take the lock.')
+        '2026-11-22T16:05:00Z (release v2, playbook deploy, pid 123): its journal is empty (it had not touched a '
+        'host); the lock is 5 min old. Wait for that run to end; if it died, set break_lock=true to take the lock '
+        'and reconcile what its journal shows.')
     assert caught.value.holder['run_id'] == 'RUNID' and caught.value.holder['user'] == 'alice'
     with pytest.raises(_lock.LockHeld, match='Not releasing a lock this run does not hold'):
         _lock.decide('/srv/demo/deploy.lock', 'absent', 'me', lock, False)

@@ -70,10 +70,12 @@ def test_another_run_is_refused_with_the_holder(lock_path):
     before = lock_path.read_bytes()
     result, failed = run(lock_path, 'RUN-B', holder=BOB)
     assert failed and not result['changed'] and not result['acquired']
-    assert result['msg'] == (
+    assert result['msg'].startswith(
         'deploy lock %s is held by run RUN-A: user alice on controller ctl1 since 2026-11-22T16:05:00Z (release v2, '
-        'playbook deploy, pid 123). Wait for that run to end; if it died, set break_lock=true to take the lock.'
-        % lock_path)
+        'playbook deploy, pid 123): its journal is empty (it had not touched a host); the lock is ' % lock_path)
+    assert result['msg'].endswith(
+        ' old. Wait for that run to end; if it died, set break_lock=true to take the lock and reconcile what its '
+        'journal shows.')
     assert result['holder'] == content_of(lock_path)
     assert lock_path.read_bytes() == before
 
@@ -245,3 +247,93 @@ def test_missing_run_id_is_refused_by_the_argument_spec(lock_path):
         with pytest.raises(AnsibleFailJson) as caught:
             deploy_lock.main()
     assert 'run_id' in caught.value.args[0]['msg']
+
+
+# ---------------------------------------------------------------- the run journal
+
+def record(path, run_id, check=False, **entry):
+    return run(path, run_id, check=check, journal=entry)
+
+
+def test_journal_entries_follow_the_holder_and_are_returned(lock_path):
+    take(lock_path, 'RUN-A', ALICE)
+    result, failed = record(lock_path, 'RUN-A', host='app1', step='drain', **{'from': 'v1'})
+    assert not failed and result['changed'] and result['entry'] == {
+        'host': 'app1', 'step': 'drain', 'from': 'v1', 'at': '2026-11-22T16:05:00Z', 'run': 'RUN-A'}
+    assert result['msg'] == 'recorded drain of app1 in the journal of run RUN-A'
+    record(lock_path, 'RUN-A', host='app1', step='switch', release='v2', **{'from': 'v1'})
+    lock = _lock.read_lock(str(lock_path))
+    assert lock.content == dict(ALICE, run_id='RUN-A', acquired_at='2026-11-22T16:05:00Z')
+    assert [entry['step'] for entry in lock.journal] == ['drain', 'switch']
+    kept, failed = run(lock_path, 'RUN-A', holder=ALICE)
+    assert not failed and [entry['step'] for entry in kept['journal']] == ['drain', 'switch']
+
+
+def test_journal_of_a_lock_this_run_does_not_hold_records_nothing(lock_path):
+    result, failed = record(lock_path, 'RUN-A', host='app1', step='drain')
+    assert failed and result['msg'] == 'path=%s: no lock, so run RUN-A cannot record drain of app1 in its journal' % lock_path
+    assert not lock_path.exists()
+    take(lock_path, 'RUN-B', BOB)
+    before = lock_path.read_bytes()
+    result, failed = record(lock_path, 'RUN-A', host='app1', step='drain')
+    assert failed and 'not recording drain of app1: the lock is held by run RUN-B' in result['msg']
+    assert lock_path.read_bytes() == before
+
+
+def test_journal_entry_is_checked_and_check_mode_writes_nothing(lock_path):
+    take(lock_path, 'RUN-A', ALICE)
+    before = lock_path.read_bytes()
+    result, failed = record(lock_path, 'RUN-A', host='app1', step='explode')
+    assert failed and result['msg'].startswith('journal.step must be one of drain, switch')
+    result, failed = record(lock_path, 'RUN-A', check=True, host='app1', step='drain')
+    assert not failed and result['changed'] and result['msg'].startswith('would record drain of app1')
+    assert lock_path.read_bytes() == before
+    result, failed = run(lock_path, 'RUN-A', state='absent', journal={'host': 'app1', 'step': 'drain'})
+    assert failed and result['msg'] == 'journal is only recorded with state=present (the run holds the lock)'
+
+
+def test_journal_and_break_lock_are_mutually_exclusive(lock_path):
+    result, failed = run(lock_path, 'RUN-A', break_lock=True, journal={'host': 'app1', 'step': 'drain'})
+    assert failed and 'mutually exclusive' in result['msg'] and 'journal' in result['msg']
+
+
+def test_a_journal_lock_file_that_is_a_fifo_fails_at_once(lock_path):
+    os.mkfifo(str(lock_path))
+    result, failed = record(lock_path, 'RUN-A', host='app1', step='drain')
+    assert failed and result['msg'] == 'path=%s: is a FIFO, not a lock file' % lock_path
+
+
+def test_release_keeps_unsettled_hosts_for_the_next_run_which_inherits_them(lock_path):
+    take(lock_path, 'RUN-A', ALICE)
+    for host, step in (('app1', 'drain'), ('app1', 'done'), ('app2', 'drain'), ('app2', 'switch')):
+        record(lock_path, 'RUN-A', host=host, step=step, release='v2', **{'from': 'v1'})
+    result, failed = run(lock_path, 'RUN-A', state='absent')
+    assert not failed and result['changed'] and result['pending'] == ['app2']
+    pending = _lock.pending_path(str(lock_path))
+    assert os.stat(pending).st_mode & 0o777 == 0o600 and not lock_path.exists()
+
+    result = take(lock_path, 'RUN-B', BOB)
+    assert [(entry['host'], entry['step']) for entry in result['inherited']] == [('app2', 'drain'), ('app2', 'switch')]
+    assert result['reconcile'] == [dict(host='app2', drained=True, step='switch', release='v2', fallback='v1',
+                                        upgrade_pending=False, lost_at='', run='RUN-A')]
+    assert not os.path.exists(pending)
+    # Inherited into RUN-B's journal: if RUN-B dies too, the next run still sees app2.
+    assert [entry['run'] for entry in _lock.read_lock(str(lock_path)).journal] == ['RUN-A', 'RUN-A']
+    record(lock_path, 'RUN-B', host='app2', step='reconciled', release='v2')
+    result, failed = run(lock_path, 'RUN-B', state='absent')
+    assert not failed and result['pending'] == [] and not os.path.exists(pending)
+
+
+def test_break_lock_inherits_the_dead_runs_unsettled_hosts(lock_path):
+    take(lock_path, 'RUN-A', ALICE)
+    record(lock_path, 'RUN-A', host='app1', step='drain', **{'from': 'v1'})
+    record(lock_path, 'RUN-A', host='app1', step='done', release='v2')
+    record(lock_path, 'RUN-A', host='app2', step='drain', **{'from': 'v1'})
+    refused, failed = run(lock_path, 'RUN-B', holder=BOB)
+    assert failed and [entry['host'] for entry in refused['journal']] == ['app1', 'app1', 'app2']
+    assert ('its last journal step, drain of app2 at 2026-11-22T16:05:00Z, did not finish; it left drained: app2'
+            in refused['msg'])
+    result, failed = run(lock_path, 'RUN-B', holder=BOB, break_lock=True)
+    assert not failed and result['broken_holder']['run_id'] == 'RUN-A'
+    assert [item['host'] for item in result['reconcile']] == ['app2']
+    assert result['reconcile'][0]['release'] == 'v1' and result['reconcile'][0]['drained']
