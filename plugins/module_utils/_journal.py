@@ -70,6 +70,13 @@ def parse_lines(text):
     return entries
 
 
+def _truthy(value):
+    """A flag as recorded: a bool, or the text a template made of one."""
+    if isinstance(value, str):
+        return value.strip().lower() in ('true', 'yes', '1')
+    return bool(value)
+
+
 def _new_state(host):
     return dict(host=host, drained=False, step=None, release='', proven='', lost_at='', last_at='', run='')
 
@@ -103,9 +110,9 @@ def host_states(entries):
             state['proven'] = state['release']
         elif kind == 'failed':
             # The undo ran: what it left is in the entry (settled when it put the host back in service).
-            state['drained'] = bool(entry.get('drained', state['drained']))
+            state['drained'] = _truthy(entry.get('drained', state['drained']))
             state['release'] = entry.get('release', state['release'])
-            if entry.get('settled'):
+            if _truthy(entry.get('settled')):
                 state.update(step=None, lost_at='', proven=state['release'])
         elif kind == 'unreachable':
             state['lost_at'] = entry.get('at_step') or state['step'] or 'connect'

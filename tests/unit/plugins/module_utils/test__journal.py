@@ -40,6 +40,8 @@ STOPPED_AT = [
      dict(host='app1', drained=True, step='enable', release='v2', fallback='v1', upgrade_pending=False)),
     ('failed and undone', deployed('app1')[:3] + [entry('app1', 'failed', release='v1', drained=False, settled=True)],
      None),
+    ('failed and undone, flags as templates render them',
+     deployed('app1')[:3] + [entry('app1', 'failed', release='v1', drained='False', settled='True')], None),
     ('failed, undo left it drained', deployed('app1')[:3] + [entry('app1', 'failed', release='v1', drained=True)],
      dict(host='app1', drained=True, step='reload', release='v1', fallback='', upgrade_pending=True)),
     ('unreachable while drained', deployed('app1')[:2] + [entry('app1', 'unreachable', at_step='switch')],
