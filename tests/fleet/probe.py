@@ -106,7 +106,7 @@ def generator_for(url: str, args) -> LoadGenerator:
         min_requests=args.min_requests,
         max_requests=args.max_requests,
         max_seconds=args.max_seconds,
-        request_timeout=args.slow_seconds + 60,
+        request_timeout=getattr(args, "request_timeout", None) or args.slow_seconds + 60,
         think_seconds=args.think_seconds,
     )
 
@@ -283,6 +283,9 @@ def main(argv=None) -> int:
     balancer.add_argument("--min-requests", type=int, default=2000)
     balancer.add_argument("--max-requests", type=int, default=400_000)
     balancer.add_argument("--max-seconds", type=float, default=900)
+    balancer.add_argument("--request-timeout", type=float, default=None,
+                          help="seconds a request may wait for its answer (default: slow seconds + 60); a paused "
+                               "load balancer holds requests until it runs again")
     workers = commands.add_parser("workers")
     workers.add_argument("--url", required=True)
     workers.add_argument("--pids", required=True)
