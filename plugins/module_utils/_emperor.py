@@ -355,6 +355,9 @@ class Plan(object):
         self.stopped = False
         self.parallel_max = 0
         self.lowest_active = serving_count(observation)
+        # Since when nothing is in flight and no vassal may start (see stuck), and whether that ended the run.
+        self.stuck_since = None
+        self.gave_up = False
 
     def in_flight(self):
         return [self.vassals[config] for config in self.order if self.vassals[config].state == IN_FLIGHT]
@@ -405,7 +408,7 @@ class Plan(object):
 
     def update(self, observation, now):
         """Record an observation (None when the stats could not be read) at monotonic time ``now``: the
-        floor, vassals that came back, vassals past their timeout."""
+        floor, vassals that came back, vassals past their timeout, and a run stuck for as long as a timeout."""
         if observation is not None:
             self.lowest_active = min(self.lowest_active, serving_count(observation))
         for vassal in self.in_flight():
@@ -426,6 +429,14 @@ class Plan(object):
                 vassal.state = TIMEOUT
                 vassal.finished_at = now
                 self.stop()
+        # A vassal in flight times out on its own; with none in flight only this ends a run that cannot go on.
+        if not self.stuck(observation):
+            self.stuck_since = None
+        elif self.stuck_since is None:
+            self.stuck_since = now
+        elif now - self.stuck_since >= self.timeout:
+            self.gave_up = True
+            self.stop()
 
     def stop(self):
         self.stopped = True
@@ -435,10 +446,11 @@ class Plan(object):
 
     def stuck(self, observation):
         """True when nothing is in flight, vassals are pending and none may be started: the floor cannot be
-        kept (a vassal that served went down on its own during the run)."""
+        kept (a vassal that served went down on its own during the run), or the stats cannot be read (None):
+        both count against the one timeout, whichever comes and goes."""
         return (not self.stopped and not self.in_flight()
                 and any(v.state == PENDING for v in self.vassals.values())
-                and not self.to_start(observation))
+                and (observation is None or not self.to_start(observation)))
 
 
 # ---------------------------------------------------------------- the subscription protocol

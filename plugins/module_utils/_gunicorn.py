@@ -149,13 +149,32 @@ def heartbeats(pid, proc_root=None):
 
 
 def written_files(pid, proc_root=None):
-    """Regular files the process holds open for writing (its log files), by path."""
+    """Regular files the process holds open for writing (its log files), by path; empty when not readable.
+
+    Root that /proc denies reads the descriptors as the process's owner (see _guarded); GunicornError
+    when that fails too.
+    """
     proc_root = proc_root or PROC
+    try:
+        targets = _guarded(pid, 'fd and fdinfo', lambda: _written_targets(pid, proc_root), proc_root)
+    except OSError:
+        return []
+    paths = []
+    for target in targets:
+        if os.path.isfile(target) and target not in paths:
+            paths.append(target)
+    return paths
+
+
+def _written_targets(pid, proc_root):
+    """Paths the process holds open for writing, in descriptor order; OSError (EACCES) when hidden."""
     base = os.path.join(proc_root, str(pid))
     paths = []
     try:
         entries = os.listdir(os.path.join(base, 'fd'))
-    except OSError:
+    except OSError as exc:
+        if _proc.is_denied(exc):
+            raise
         return paths
     for entry in sorted(entries, key=lambda name: int(name) if name.isdigit() else 0):
         try:
@@ -166,9 +185,13 @@ def written_files(pid, proc_root=None):
                 continue
             with open(os.path.join(base, 'fdinfo', entry)) as handle:
                 flags = _fdinfo_flags(handle.read())
-        except (OSError, ValueError):
+        except OSError as exc:
+            if _proc.is_denied(exc):
+                raise
             continue
-        if flags & 3 and os.path.isfile(target) and target not in paths:
+        except ValueError:
+            continue
+        if flags & 3:
             paths.append(target)
     return paths
 
@@ -233,7 +256,8 @@ class Master:
 def inspect_master(pid, proc_root=None):
     """A Master for ``pid``, or None when that PID is no live gunicorn process.
 
-    Raises GunicornError when /proc hides the descriptors that prove its workers.
+    Raises GunicornError when /proc hides the descriptors that prove its workers, from this user
+    and, for root, from the process's owner too.
     """
     proc_root = proc_root or PROC
     info = _proc.read_process(pid, proc_root)
@@ -241,50 +265,94 @@ def inspect_master(pid, proc_root=None):
         return None
     started = start_ticks(pid, proc_root)
     try:
-        own = heartbeats(pid, proc_root)
+        environ, own = process_view(pid, proc_root)
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise GunicornError('cannot read %s/%d/fd: permission denied; run the module as the user gunicorn '
-                                'runs as, or as root with CAP_SYS_PTRACE (containers often drop it)' % (proc_root, pid))
+        if _proc.is_denied(exc):
+            raise GunicornError(_hidden(pid, proc_root))
         return None
     workers, upgrades, strangers = {}, [], []
     for child in _proc.child_pids(pid, proc_root):
         child_info = _proc.read_process(child, proc_root)
         if child_info is None or not is_gunicorn_cmdline(child_info.cmdline):
             continue
-        environ = _proc.read_environ(child, proc_root)
-        if environ.get(UPGRADE_ENV) == str(pid):
+        try:
+            child_environ, held = process_view(child, proc_root)
+        except OSError as exc:
+            if _proc.is_denied(exc):
+                raise GunicornError(_hidden(child, proc_root))
+            continue  # exited while we looked
+        if child_environ.get(UPGRADE_ENV) == str(pid):
             upgrades.append(child)
             continue
-        try:
-            held = heartbeats(child, proc_root)
-        except OSError:
-            continue  # exited while we looked
         mine = [inode for inode in held if inode in own]
         if len(mine) == 1:
             workers[child] = held[mine[0]]
         else:
             strangers.append(child)
-    return Master(info, started, _proc.read_environ(pid, proc_root), workers, upgrades, strangers)
+    return Master(info, started, environ, workers, upgrades, strangers)
+
+
+def _hidden(pid, proc_root):
+    return ('cannot read %s/%d/fd: permission denied; run the module as the user gunicorn runs as, or as root'
+            % (proc_root, pid))
+
+
+def _guarded(pid, what, reader, proc_root):
+    """_proc.read_guarded: root that /proc denies (no CAP_SYS_PTRACE, as in containers) reads as the
+    process's owner. GunicornError when that fails too; OSError (EACCES) for another user, as ``reader``."""
+    try:
+        return _proc.read_guarded(pid, what, reader, proc_root)
+    except _proc.OwnerReadError as exc:
+        raise GunicornError(str(exc))
+
+
+def process_view(pid, proc_root=None):
+    """(environ, {heartbeat inode: booted}) of one process, read in one go (see _guarded).
+
+    OSError (EACCES) when this user may not read them; OSError (ENOENT, ESRCH) when the process is gone.
+    """
+    proc_root = proc_root or PROC
+
+    def read():
+        # Pairs, not a dict: JSON would make the inodes strings on their way back from the owner's child.
+        return [_proc.read_environ_or_raise(pid, proc_root), sorted(heartbeats(pid, proc_root).items())]
+
+    environ, pairs = _guarded(pid, 'environ and fd', read, proc_root)
+    return environ or {}, dict((inode, booted) for inode, booted in pairs)
 
 
 def socket_inodes(pid, proc_root=None):
-    """The sockets a process holds (its listeners, for a master), as 'socket:[inode]' strings."""
+    """The sockets a process holds (its listeners, for a master), as 'socket:[inode]' strings.
+
+    Empty when the process is gone or hidden from this user (not root); root that /proc denies reads
+    them as the process's owner, and GunicornError says when that fails too.
+    """
     proc_root = proc_root or PROC
+    try:
+        return set(_guarded(pid, 'fd', lambda: _socket_targets(pid, proc_root), proc_root))
+    except OSError:
+        return set()
+
+
+def _socket_targets(pid, proc_root):
     fd_dir = os.path.join(proc_root, str(pid), 'fd')
     found = set()
     try:
         entries = os.listdir(fd_dir)
-    except OSError:
-        return found
+    except OSError as exc:
+        if _proc.is_denied(exc):
+            raise
+        return []
     for entry in entries:
         try:
             target = os.readlink(os.path.join(fd_dir, entry))
-        except OSError:
+        except OSError as exc:
+            if _proc.is_denied(exc):
+                raise
             continue
         if target.startswith('socket:'):
             found.add(target)
-    return found
+    return sorted(found)
 
 
 def is_running(pid, proc_root=None):
@@ -353,12 +421,24 @@ def identify_master(pidfile, proc_root=None):
                             % (pidfile, info.describe(), info.ppid))
     declared = cmdline_pidfile(info.cmdline)
     if declared is not None:
-        cwd = _proc.read_link(pid, 'cwd', proc_root) or '/'
-        declared_path = os.path.realpath(os.path.join(cwd, declared))
+        cwd = master_cwd(pid, proc_root) if not os.path.isabs(declared) else '/'
+        declared_path = os.path.realpath(os.path.join(cwd or '/', declared))
         if os.path.realpath(pidfile) not in (declared_path, declared_path + '.2'):
             raise GunicornError('pidfile=%s names %s, a gunicorn master started with --pid %s: another instance'
                                 % (pidfile, info.describe(), declared))
     return master
+
+
+def master_cwd(pid, proc_root=None):
+    """The master's working directory (what a relative --pid is relative to), None when it is gone."""
+    proc_root = proc_root or PROC
+    try:
+        return _guarded(pid, 'cwd', lambda: _proc.read_link_or_raise(pid, 'cwd', proc_root), proc_root)
+    except OSError as exc:
+        if _proc.is_denied(exc):
+            raise GunicornError('cannot read %s/%d/cwd: permission denied; run the module as the user gunicorn '
+                                'runs as, or as root' % (proc_root, pid))
+        return None
 
 
 def hand_over_pidfile(path, pid):
@@ -486,7 +566,10 @@ def _interpreter(cmdline, read_text):
 def find_version(master, proc_root=None):
     """gunicorn's version as installed where the master imports it from, or None."""
     proc_root = proc_root or PROC
-    maps = _proc.read_text(os.path.join(proc_root, str(master.pid), 'maps'), 4 * 1024 * 1024)
+    try:
+        maps = _guarded(master.pid, 'maps', lambda: _proc.read_text_or_raise(master.pid, 'maps', proc_root), proc_root)
+    except OSError:
+        maps = None  # hidden from this user: the interpreter's own directories are still searched
     for directory in site_dirs(master.info.cmdline, maps):
         version = parse_version(_proc.read_text(os.path.join(directory, 'gunicorn', '__init__.py'), 8192))
         if version:

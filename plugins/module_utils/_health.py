@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
 
-from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, Overdue, WaitTimeout, call_within, poll
 
 # A health endpoint answers a few bytes; more than this is read only so that body_regex sees a sensible part.
 READ_LIMIT = 65536
@@ -132,7 +132,15 @@ def _decode(data):
 
 
 def http_get(url, headers, validate_certs, timeout, opener=open_url):
-    """(status, body) of one GET; 4xx and 5xx are answers too. FetchFailed when there is no answer."""
+    """(status, body) of one GET; 4xx and 5xx are answers too. FetchFailed when there is no complete answer within
+    ``timeout`` seconds, connect, headers and body together (urllib's own timeout bounds each recv() only)."""
+    try:
+        return call_within(timeout, _http_get, url, headers, validate_certs, timeout, opener)
+    except Overdue:
+        raise FetchFailed('no complete answer within %gs' % timeout)
+
+
+def _http_get(url, headers, validate_certs, timeout, opener):
     try:
         response = opener(url, method='GET', headers=headers, timeout=timeout, validate_certs=validate_certs)
     except HTTPError as exc:

@@ -12,7 +12,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import json
 import os
+import select
+import signal
 import time
 
 
@@ -95,13 +98,48 @@ def child_pids(pid, proc_root='/proc'):
 
 
 def read_pidfile(path):
-    """The PID named by a pidfile; ValueError with the reason when it names none."""
-    with open(path, 'r') as handle:
-        content = handle.read(64).strip()
+    """The PID named by a pidfile; ValueError with the reason when it names none, OSError when it cannot be opened.
+
+    The pidfile's directory may belong to the application's user, who can put anything in its place: it is opened
+    without following a symlink and without blocking (a FIFO blocks its reader until a writer comes), read only when
+    it is a regular file, and what it holds is never shown (it could be another file's content).
+    """
+    import stat
+
+    def not_regular(mode):
+        for test, name in ((stat.S_ISLNK, 'a symbolic link (not followed)'), (stat.S_ISFIFO, 'a FIFO'),
+                           (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
+                           (stat.S_ISBLK, 'a block device')):
+            if test(mode):
+                return ValueError('it is %s, not a regular file' % name)
+        return ValueError('it is not a regular file (file type %o)' % stat.S_IFMT(mode))
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        # ELOOP: the last component is a symlink; ENXIO: a socket. lstat tells which.
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and (stat.S_ISLNK(mode) or stat.S_ISSOCK(mode)):
+            raise not_regular(mode)
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise not_regular(mode)
+        content = os.read(fd, 64).strip()
+    finally:
+        os.close(fd)
     if not content:
         raise ValueError('it is empty')
     if not content.isdigit() or int(content) <= 0:
-        raise ValueError('it does not hold a PID (starts with %r)' % content[:20])
+        raise ValueError('it does not hold a PID (not a positive decimal number; its content is not shown)')
     return int(content)
 
 
@@ -240,3 +278,256 @@ def mapped_paths(maps_text):
         if len(fields) == 6 and fields[5].startswith('/'):
             found.add(fields[5].rstrip('\n'))
     return sorted(found)
+
+
+# ---------------------------------------------------------------- reading as the process's owner
+
+# How long a child reading /proc as a process's owner may take before it is killed.
+OWNER_READ_SECONDS = 5.0
+# The most it may send back; the maps of a large application are far smaller.
+OWNER_READ_LIMIT = 64 * 1024 * 1024
+
+
+class OwnerReadError(Exception):
+    """/proc denied root a read, and reading it as the process's owner failed too; the message says why."""
+
+
+def is_denied(exc):
+    """Whether an error is /proc hiding a process from this user, not the process being gone."""
+    return isinstance(exc, (IOError, OSError)) and exc.errno in (errno.EACCES, errno.EPERM)
+
+
+def read_environ_or_raise(pid, proc_root='/proc'):
+    """The process's initial environment as a dict, None when it is gone; OSError (EACCES, EPERM) when hidden."""
+    try:
+        with open(os.path.join(proc_root, str(pid), 'environ'), 'rb') as handle:
+            raw = handle.read()
+    except (IOError, OSError) as exc:
+        if is_denied(exc):
+            raise
+        return None
+    environ = {}
+    for entry in raw.split(b'\0'):
+        key, sep, value = entry.partition(b'=')
+        if sep:
+            environ[key.decode('utf-8', 'replace')] = value.decode('utf-8', 'replace')
+    return environ
+
+
+def process_owner(pid, proc_root='/proc'):
+    """(uid, gid, dumpable) of a process as /proc shows them, or None when it is gone.
+
+    /proc/PID always has the process's effective uid and gid. /proc/PID/fd has them only while the
+    process is dumpable, and root's once it is not (it changed its user or group itself after exec):
+    then only CAP_SYS_PTRACE passes the kernel's ptrace access check, not its owner.
+    """
+    base = os.path.join(proc_root, str(pid))
+    try:
+        status = os.stat(base)
+        descriptors = os.stat(os.path.join(base, 'fd'))
+    except (IOError, OSError):
+        return None
+    return status.st_uid, status.st_gid, descriptors.st_uid == status.st_uid
+
+
+def read_guarded(pid, what, reader, proc_root='/proc', timeout=None):
+    """``reader()``; when /proc denies it and this is root, ``reader()`` again as the owner of /proc/PID.
+
+    Root without CAP_SYS_PTRACE (as in a container with Docker's default capabilities) may list another
+    user's /proc/PID/fd, but not follow its cwd, exe or fd links: the kernel's ptrace access check wants
+    the caller's fsuid and fsgid to be the process's uids and gids, or that capability. The owner passes
+    the check, so the read is done again by a child that became the owner (read_as_owner). A read that
+    works directly (root with the capability, or the server's own user) forks nothing.
+
+    ``what`` names the read in messages ("cwd and maps"). ``reader`` takes no argument, returns what JSON
+    carries (it may be sent back from the child), and raises OSError (EACCES, EPERM) when /proc hides the
+    process, as the ``*_or_raise`` readers do.
+
+    Raises the reader's OSError when this user is not root (the caller keeps its own message);
+    OwnerReadError when root could not read as the owner either; OSError (ESRCH) when the process
+    exited or its PID was reused while it was read as its owner.
+    """
+    try:
+        return reader()
+    except (IOError, OSError) as exc:
+        if not is_denied(exc) or os.geteuid() != 0:
+            raise
+        denied = exc
+    return read_as_owner(pid, what, reader, proc_root, timeout, denied)
+
+
+def read_as_owner(pid, what, reader, proc_root='/proc', timeout=None, denied=None):
+    """``reader()`` run by a child that became the owner of /proc/PID; see read_guarded.
+
+    The process's start time is read before and after: a PID that named another process at either
+    moment is ESRCH, never that other process's data.
+    """
+    timeout = OWNER_READ_SECONDS if timeout is None else timeout
+    started = start_ticks(pid, proc_root)
+    owner = process_owner(pid, proc_root)
+    if started is None or owner is None:
+        raise _gone(pid)
+    uid, gid, dumpable = owner
+    reason = (denied.strerror if denied is not None else None) or 'Permission denied'
+    prefix = 'cannot read %s of pid %d: root may not without CAP_SYS_PTRACE (%s)' % (what, pid, reason)
+    if uid == 0:
+        raise OwnerReadError(prefix + ', and it runs as root, so reading it as its owner cannot help: give the '
+                             'module CAP_SYS_PTRACE')
+    if not dumpable:
+        raise OwnerReadError(
+            prefix + ', and its owner (uid %d) may not either: it changed its user itself after it started, so the '
+            'kernel counts it as not dumpable. Give the module CAP_SYS_PTRACE, or start the server as its user '
+            '(systemd User=) instead of letting it switch users' % uid)
+    try:
+        value = run_as(uid, gid, reader, timeout)
+    except OwnerReadError as exc:
+        raise OwnerReadError('%s, and reading it as its owner (uid %d, gid %d) %s' % (prefix, uid, gid, exc))
+    except (IOError, OSError) as exc:
+        if is_denied(exc):
+            raise OwnerReadError('%s, and its owner (uid %d, gid %d) may not read it either (%s)'
+                                 % (prefix, uid, gid, exc.strerror or exc))
+        raise
+    if start_ticks(pid, proc_root) != started:
+        raise _gone(pid)
+    return value
+
+
+def _gone(pid):
+    return OSError(errno.ESRCH, 'pid %d exited or was reused while it was read' % pid)
+
+
+def run_as(uid, gid, function, timeout):
+    """``function()`` run by a child that became ``uid``/``gid`` (no supplementary groups, no capabilities).
+
+    The child sends the value back as JSON through a pipe and is killed and reaped after ``timeout``
+    seconds at most. Raises the OSError ``function`` raised, and OwnerReadError with the reason as a
+    phrase ("gave no answer within 5 s ...") when the child could not become that user or gave no answer.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        child = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise OwnerReadError('failed: cannot fork (%s)' % (exc.strerror or exc))
+    if child == 0:
+        _owner_child(uid, gid, function, write_end)
+    os.close(write_end)
+    try:
+        data = _read_answer(read_end, timeout)
+    finally:
+        os.close(read_end)
+        status = _reap(child)
+    try:
+        answer = json.loads(data.decode('utf-8')) if data else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise OwnerReadError('ended without an answer (%s)' % _wait_status(status))
+    if 'value' in answer:
+        return answer['value']
+    if 'errno' in answer:
+        raise OSError(answer['errno'], answer.get('strerror'), answer.get('filename'))
+    raise OwnerReadError('failed: %s' % answer.get('failed'))
+
+
+def _owner_child(uid, gid, function, write_end):
+    """In the forked child: become uid/gid, run ``function``, write the answer, exit. Never returns."""
+    code = 1
+    try:
+        # Nothing of the parent's but the pipe stays open in a process of the (untrusted) app user.
+        os.closerange(3, write_end)
+        os.closerange(write_end + 1, max(write_end + 1, os.sysconf('SC_OPEN_MAX')))
+        answer = _become(uid, gid)
+        if answer is None:
+            try:
+                answer = dict(value=function())
+            except (IOError, OSError) as exc:
+                answer = dict(errno=exc.errno, strerror=exc.strerror, filename=exc.filename)
+        data = json.dumps(answer).encode('utf-8')
+        while data:
+            data = data[os.write(write_end, data):]
+        code = 0
+    except Exception as exc:  # pylint: disable=broad-except
+        try:
+            os.write(write_end, json.dumps(dict(failed='%s: %s' % (type(exc).__name__, exc))).encode('utf-8'))
+        except Exception:  # pylint: disable=broad-except
+            pass
+    finally:
+        os._exit(code)  # never back into the caller's stack, nor its atexit handlers and buffers
+
+
+def _become(uid, gid):
+    """Take uid/gid for good, groups first (setgid needs the privilege setuid drops); None when done, else
+    an answer saying why not.
+
+    Changing its uid makes the child not dumpable (unless fs.suid_dumpable is 1, a debugging setting), so the
+    app user it now is cannot trace it nor read its memory and descriptors.
+    """
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        return dict(failed='could not take that identity (%s)' % (exc.strerror or exc))
+    kept = _capabilities()
+    if kept is None or kept != (0, 0):
+        return dict(failed='kept capabilities after taking that identity (CapPrm, CapEff %s)' % (kept,))
+    owner = process_owner('self')
+    if owner is None or owner[2]:
+        return dict(failed='would stay dumpable, open to the app user (fs.suid_dumpable is 1)')
+    return None
+
+
+def _capabilities():
+    """(permitted, effective) capability masks of this process, or None when unreadable."""
+    masks = {}
+    for line in (read_text('/proc/self/status') or '').splitlines():
+        name, _sep, value = line.partition(':')
+        if name in ('CapPrm', 'CapEff'):
+            masks[name] = int(value.strip(), 16)
+    if len(masks) != 2:
+        return None
+    return masks['CapPrm'], masks['CapEff']
+
+
+def _read_answer(read_end, timeout):
+    """What the child writes until it closes the pipe; OwnerReadError when that takes over ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(read_end, select.POLLIN)
+    chunks = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OwnerReadError('gave no answer within %g s (the reading process was killed)' % timeout)
+        if not poller.poll(int(left * 1000) + 1):
+            continue
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            return b''.join(chunks)
+        size += len(chunk)
+        if size > OWNER_READ_LIMIT:
+            raise OwnerReadError('sent more than %d bytes (the reading process was killed)' % OWNER_READ_LIMIT)
+        chunks.append(chunk)
+
+
+def _reap(child):
+    """Wait status of the child, killed first unless it already exited; None when it cannot be reaped."""
+    try:
+        reaped, status = os.waitpid(child, os.WNOHANG)
+        if reaped:
+            return status
+        os.kill(child, signal.SIGKILL)
+        return os.waitpid(child, 0)[1]
+    except OSError:
+        return None
+
+
+def _wait_status(status):
+    if status is None:
+        return 'not reaped'
+    if os.WIFSIGNALED(status):
+        return 'killed by signal %d' % os.WTERMSIG(status)
+    return 'exit code %d' % os.WEXITSTATUS(status)

@@ -97,23 +97,32 @@ def observe_worker(pid, boot, proc_root=None):
     """{pid, cwd, started_at, mapped} of a live worker, or None when it exited or is a zombie.
 
     ReleaseError when this user may not look at it: a hidden working directory must not pass
-    for a wrong one, nor for a worker that is gone.
+    for a wrong one, nor for a worker that is gone. Root that /proc denies (no CAP_SYS_PTRACE)
+    reads them as the worker's owner instead (_proc.read_guarded).
     """
     proc_root = proc_root or PROC
     info = _proc.read_process(pid, proc_root)
     if info is None:
         return None
     try:
-        cwd = _proc.read_link_or_raise(pid, 'cwd', proc_root)
-        maps = _proc.read_text_or_raise(pid, 'maps', proc_root)
+        cwd, maps = _proc.read_guarded(pid, 'cwd and maps', lambda: _cwd_and_maps(pid, proc_root), proc_root)
+    except _proc.OwnerReadError as exc:
+        raise ReleaseError('worker %d: %s' % (pid, exc))
     except OSError as exc:
+        if not _proc.is_denied(exc):
+            return None  # exited, or its PID was reused, while it was read
         raise ReleaseError('cannot read %s of worker %d (%s): run the module as the user the server runs as, or '
-                           'as root with CAP_SYS_PTRACE' % (exc.filename or os.path.join(proc_root, str(pid)), pid,
-                                                            exc.strerror or 'permission denied'))
+                           'as root' % (exc.filename or os.path.join(proc_root, str(pid)), pid,
+                                        exc.strerror or 'permission denied'))
     started = _proc.start_time(pid, proc_root, boot=boot)
     if cwd is None or maps is None or started is None:
         return None
     return dict(pid=pid, cwd=cwd, started_at=started, mapped=_proc.mapped_paths(maps))
+
+
+def _cwd_and_maps(pid, proc_root):
+    """[cwd, maps text] of ``pid``, None for what is gone; OSError (EACCES, EPERM) when hidden."""
+    return [_proc.read_link_or_raise(pid, 'cwd', proc_root), _proc.read_text_or_raise(pid, 'maps', proc_root)]
 
 
 def workers_of(master_pid, boot, proc_root=None):

@@ -2,7 +2,7 @@
 # Copyright (c) graceful.wsgi contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What systemd says about the service a process runs in: pure parsing, the modules read and run.
+"""What systemd says about the service a process runs in: parsing, and the one runner of systemctl and journalctl.
 
 Private to the collection: the interface may change without notice.
 Facts relied on (systemd 239 and later):
@@ -22,7 +22,59 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import signal
+import subprocess
+
 _SUFFIX = '.service'
+
+# systemctl gives up on a PID 1 that does not answer after 25 s (its D-Bus timeout) and says so itself; a command
+# still running after this is hung in a way nothing will end.
+COMMAND_TIMEOUT = 30.0
+# A killed command whose process does not go away (stuck in the kernel) is left behind after this long.
+KILL_WAIT_SECONDS = 1.0
+
+
+class SystemdError(Exception):
+    """systemctl or journalctl could not be run or did not finish in time; the message names the command."""
+
+
+def run(argv, timeout=None):
+    """(rc, stdout, stderr) of a systemctl or journalctl command, which must end within ``timeout`` seconds
+    (COMMAND_TIMEOUT by default).
+
+    The collection runs systemctl and journalctl only through this: AnsibleModule.run_command has no timeout
+    (ansible-core 2.17 to 2.19). The command runs in a session of its own so that, once overdue, its whole process
+    group is killed; SystemdError then names the command and the timeout.
+    """
+    timeout = COMMAND_TIMEOUT if timeout is None else timeout
+    command = ' '.join(argv)
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   close_fds=True, start_new_session=True)
+    except (IOError, OSError) as exc:
+        raise SystemdError('%s cannot be run: %s' % (command, exc.strerror or exc))
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise SystemdError('%s did not finish within %gs (killed)' % (command, timeout))
+    return process.returncode, out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
+
+
+def _kill_group(process):
+    # The leader is not reaped yet, so its process group ID cannot name another group.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        process.wait(timeout=KILL_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    # A process of the group that escaped it (setsid) may still hold the pipes: close them, never read to their end.
+    process.stdout.close()
+    process.stderr.close()
 
 
 def _unescape(component):

@@ -28,6 +28,9 @@ import os
 import re
 import socket
 import stat
+import time
+
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline
 
 try:
     from configparser import RawConfigParser, Error as ConfigParserError
@@ -53,6 +56,9 @@ MASTER_REEXEC_MODES = ('graceful', 'brutal')
 
 # A reload respawns each worker once; more than this many further respawns is a crash loop.
 RESPAWN_TOLERANCE = 2
+
+# The stats of an instance with a thousand workers are a few megabytes; a server sending more is not uWSGI's.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 _HOST_PORT = re.compile(r'^(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s]+|):(?P<port>\d{1,5})$')
 _TRUE_OFF = ('false', 'off', 'no', '0')
@@ -86,27 +92,25 @@ def socket_target(address):
     return (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
 
 
-def read_json_document(address, timeout=2.0, label=None):
-    """The one JSON object a uWSGI stats server (instance, Emperor or router) sends before closing."""
+def read_json_document(address, timeout=2.0, label=None, clock=time.monotonic):
+    """The one JSON object a uWSGI stats server (instance, Emperor or router) sends before closing.
+
+    ``timeout`` bounds the whole exchange, connect included.
+    """
     label = label or stats_label(address)
     family, target = socket_target(address)
+    deadline = Deadline(timeout, clock)
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    chunks = []
     try:
+        sock.settimeout(timeout)
         sock.connect(target)
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        raw = receive_until_closed(sock, deadline, label)
     except socket.timeout:
-        raise UwsgiError('%s: no answer within %.1fs (instance hung or not a uWSGI stats server)' % (label, timeout))
+        raise UwsgiError(_no_complete_answer(label, timeout, 0))
     except (IOError, OSError) as exc:
         raise UwsgiError('%s: %s' % (label, _describe_socket_error(exc)))
     finally:
         sock.close()
-    raw = b''.join(chunks)
     text = raw.decode('utf-8', 'replace')
     try:
         document = json.loads(text)
@@ -120,6 +124,39 @@ def read_json_document(address, timeout=2.0, label=None):
     if not isinstance(document, dict):
         raise UwsgiError('%s: answered JSON that is not an object (is it a uWSGI stats server?)' % label)
     return document
+
+
+def receive_until_closed(sock, deadline, label, limit=MAX_ANSWER_BYTES):
+    """The bytes a stats server sends before it closes, all of them before ``deadline`` (a _wait.Deadline).
+
+    A socket's timeout bounds each recv() only: a server sending a byte now and then would hold the read for
+    ever, so each recv() gets what is left of the deadline.
+    """
+    chunks = []
+    received = 0
+    while True:
+        remaining = deadline.remaining()
+        chunk = None
+        if remaining > 0:
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                pass
+        if chunk is None:
+            raise UwsgiError(_no_complete_answer(label, deadline.seconds, received))
+        if not chunk:
+            return b''.join(chunks)
+        received += len(chunk)
+        if received > limit:
+            raise UwsgiError('%s: answered more than %d bytes without closing (instance broken or not a uWSGI stats '
+                             'server)' % (label, limit))
+        chunks.append(chunk)
+
+
+def _no_complete_answer(label, timeout, received):
+    return ('%s: no complete answer within %.1fs (%d bytes arrived; instance hung or not a uWSGI stats server)'
+            % (label, timeout, received))
 
 
 def read_stats(address, timeout=2.0):
@@ -210,11 +247,17 @@ def live_workers(document):
 # ---------------------------------------------------------------- controls
 
 def fifo_command(path, command):
-    """Write one command byte to the master FIFO without ever blocking."""
+    """Write one command byte to the master FIFO without ever blocking, and never to anything but a FIFO.
+
+    The FIFO's directory belongs to the instance's user, who can put a symlink or another file in its place
+    between the check and the open: the open follows no symlink, and what it opened is checked again.
+    """
     check_fifo(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (IOError, OSError) as exc:
+        if exc.errno == errno.ELOOP:
+            raise UwsgiError('master_fifo=%s: not a FIFO (a symbolic link, not followed)' % path)
         if exc.errno == errno.ENXIO:
             raise UwsgiError('master_fifo=%s: no process reads this FIFO (the instance is down)' % path)
         if exc.errno in (errno.EACCES, errno.EPERM):
@@ -223,6 +266,9 @@ def fifo_command(path, command):
             raise UwsgiError('master_fifo=%s: does not exist (the master is recreating it, or the instance stopped)' % path)
         raise UwsgiError('master_fifo=%s: %s' % (path, exc))
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISFIFO(mode):
+            raise UwsgiError('master_fifo=%s: not a FIFO (%s); nothing written' % (path, _file_kind(mode)))
         os.write(fd, command.encode('ascii'))
     except (IOError, OSError) as exc:
         raise UwsgiError('master_fifo=%s: write failed: %s' % (path, exc))
@@ -231,8 +277,8 @@ def fifo_command(path, command):
 
 
 def check_fifo(path):
-    """Raise UwsgiError unless ``path`` is a FIFO this user may write to."""
-    mode = _stat_mode('master_fifo', path, 'is master-fifo set, and the instance running?')
+    """Raise UwsgiError unless ``path`` is a FIFO (not a symlink to one) this user may write to."""
+    mode = _stat_mode('master_fifo', path, 'is master-fifo set, and the instance running?', follow_symlinks=False)
     if not stat.S_ISFIFO(mode):
         raise UwsgiError('master_fifo=%s: not a FIFO (%s)' % (path, _file_kind(mode)))
     if not os.access(path, os.W_OK):
@@ -256,9 +302,9 @@ def touch(path):
         raise UwsgiError('touch_file=%s: %s' % (path, exc))
 
 
-def _stat_mode(option, path, missing_hint):
+def _stat_mode(option, path, missing_hint, follow_symlinks=True):
     try:
-        return os.stat(path).st_mode
+        return os.stat(path, follow_symlinks=follow_symlinks).st_mode
     except (IOError, OSError) as exc:
         if exc.errno == errno.ENOENT:
             raise UwsgiError('%s=%s: does not exist (%s)' % (option, path, missing_hint))
@@ -269,7 +315,8 @@ def _stat_mode(option, path, missing_hint):
 
 def _file_kind(mode):
     for test, name in ((stat.S_ISDIR, 'a directory'), (stat.S_ISREG, 'a regular file'), (stat.S_ISSOCK, 'a socket'),
-                       (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+                       (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
+                       (stat.S_ISLNK, 'a symbolic link')):
         if test(mode):
             return name
     return 'mode %o' % mode

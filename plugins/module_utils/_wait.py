@@ -11,7 +11,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import signal
 import time
+
+
+class Overdue(Exception):
+    """A call did not return within its time limit."""
 
 
 class WaitTimeout(Exception):
@@ -27,6 +32,7 @@ class Deadline:
 
     def __init__(self, seconds, clock=time.monotonic):
         self._clock = clock
+        self.seconds = seconds
         self.started = clock()
         self.expires = self.started + seconds
 
@@ -57,3 +63,35 @@ def poll(probe, deadline, interval, sleep=time.sleep, describe=None):
             message = describe() if describe else 'timed out'
             raise WaitTimeout(message)
         sleep(min(interval, remaining))
+
+
+def call_within(seconds, function, *args, **kwargs):
+    """``function(*args, **kwargs)``, interrupted with Overdue once ``seconds`` have passed, wherever it blocks.
+
+    For calls whose own timeout bounds each blocking step and not the whole: urllib's applies to each recv(), so a
+    server sending a byte now and then holds a request for ever. It takes SIGALRM, which only the main thread gets;
+    a module runs in the main thread of a process of its own.
+    """
+    if seconds <= 0:
+        raise Overdue('no time left')  # a timer of 0 would never fire
+    armed = [True]
+
+    def overdue(signum, frame):
+        if armed[0]:
+            raise Overdue('no return within %gs' % seconds)
+
+    previous = signal.signal(signal.SIGALRM, overdue)
+    started = time.monotonic()
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # An alarm from here on comes after the call: it must not turn a result into a failure.
+            armed[0] = False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+        if outer_delay:
+            # Another alarm was set (a test runner's): it gets back what is left of it, late rather than never.
+            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - started), 0.001), outer_interval)

@@ -32,6 +32,9 @@ options:
 notes:
   - A worker counts as booted once it has touched its heartbeat file, which gunicorn workers do only after
     loading the application; see M(graceful.wsgi.gunicorn_reload).
+  - Run it as the user gunicorn runs as or as root. Root needs no C(CAP_SYS_PTRACE). What C(/proc) denies root
+    is read by a child process that takes the user of the gunicorn process, as M(graceful.wsgi.gunicorn_reload)
+    does.
 seealso:
   - module: graceful.wsgi.gunicorn_reload
 '''
@@ -168,6 +171,9 @@ def main():
     pidfile = module.params['pidfile']
     try:
         master = _gunicorn.identify_master(pidfile)
+        # Each of these may read /proc as the master's owner, which can fail (GunicornError) like the above.
+        found = dict(version=_gunicorn.find_version(master), log_files=_gunicorn.written_files(master.pid),
+                     upgrade=upgrade_state(master, pidfile))
     except _gunicorn.GunicornError as exc:
         module.fail_json(msg=str(exc))
     workers = describe_workers(master)
@@ -175,12 +181,10 @@ def main():
         changed=False,
         master_pid=master.pid,
         master_age=_gunicorn.age_seconds(master.started),
-        version=_gunicorn.find_version(master),
         command_line=master.info.cmdline,
-        log_files=_gunicorn.written_files(master.pid),
         workers=workers,
         workers_booted=sum(1 for worker in workers if worker['booted']),
-        upgrade=upgrade_state(master, pidfile),
+        **found
     )
 
 

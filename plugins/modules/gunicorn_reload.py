@@ -99,6 +99,12 @@ options:
 notes:
   - The module must run on the host of the master, as the user gunicorn runs as or as root, to read C(/proc)
     and send signals.
+  - Root needs no C(CAP_SYS_PTRACE), which containers drop by default. When C(/proc) denies root the
+    descriptors, environment or working directory of a gunicorn process, a child process that takes that
+    process's user and group (no other groups, no capabilities) reads them and is killed after 5 seconds at
+    most. That works for a gunicorn started as its user, for example with systemd C(User=). Workers that
+    gunicorn switches to another user itself (its C(user) setting) are not dumpable, and only
+    C(CAP_SYS_PTRACE) lets root read them; the task fails saying so.
   - gunicorn's C(graceful_timeout) (default 30 seconds) bounds how long old workers may finish their requests;
     requests running longer are killed by gunicorn, whatever the module waits.
   - With C(preload_app), C(HUP) does not load new code (the master holds it); use O(mode=upgrade).
@@ -112,6 +118,9 @@ notes:
     the unit before C(USR2) (a warning says so), and with O(wait=false). When systemd's C(MainPID) was not
     the old master before the upgrade, for example with a wrapper script, only C(ActiveState) and
     C(NRestarts) are checked.
+  - Each C(systemctl) run is given 30 seconds and each C(journalctl) run 10; the command is then killed. A
+    C(systemctl) that does not answer before C(USR2) skips the systemd proof with a warning, and afterwards fails
+    the task naming the command. A C(journalctl) that does not answer leaves the cause of a failure unknown.
   - The cause of a failure comes from the files the master writes its log to, found in C(/proc), or, for a
     master in a systemd service that writes no log file (gunicorn's default C(errorlog) is stderr, which
     systemd sends to the journal), from the unit's journal since the first signal (C(journalctl --unit)).
@@ -240,6 +249,8 @@ SYSTEMD_POLL_SECONDS = 0.2
 # journald receives a dead master's last lines a little after its exit.
 JOURNAL_SETTLE_SECONDS = 1.5
 JOURNAL_LINES = 400
+# journalctl only explains a failure: a journal that takes longer is given up on, so the failure is reported.
+JOURNAL_COMMAND_SECONDS = 10.0
 SYSTEMD_PROPERTIES = ('MainPID', 'NRestarts', 'ActiveState', 'PIDFile')
 
 
@@ -251,43 +262,48 @@ class PidfileHandoverFailed(Exception):
     """The pidfile could not be rewritten: the upgrade is aborted before the old master is stopped."""
 
 
-class SystemdError(Exception):
-    pass
-
-
 class SystemdUnit:
     """The system service the old master runs in, as ``systemctl show`` reports it."""
 
-    def __init__(self, module, name, systemctl):
-        self.module = module
+    def __init__(self, name, systemctl):
         self.name = name
         self.systemctl = systemctl
 
     def show(self):
-        """{property: value} for SYSTEMD_PROPERTIES; SystemdError when systemctl fails."""
+        """{property: value} for SYSTEMD_PROPERTIES; SystemdError when systemctl fails or does not answer in time."""
         command = [self.systemctl, 'show', '--property=%s' % ','.join(SYSTEMD_PROPERTIES), self.name]
-        rc, out, err = self.module.run_command(command)
+        rc, out, err = _systemd.run(command)
         if rc != 0:
-            raise SystemdError('%s failed (rc=%d): %s' % (' '.join(command), rc, (err or out or '').strip()))
+            raise _systemd.SystemdError('%s failed (rc=%d): %s' % (' '.join(command), rc, (err or out or '').strip()))
         return _systemd.parse_show(out)
 
 
 class JournalWatch:
     """The journal of the master's unit from now on: where a gunicorn under systemd logs (stderr, no log file)."""
 
-    def __init__(self, module, unit, journalctl):
-        self.module = module
+    def __init__(self, unit, journalctl):
         self.unit = unit
         self.journalctl = journalctl
-        rc, out, err = module.run_command([journalctl, '--unit', unit, '--no-pager', '--quiet', '--lines=0',
-                                           '--show-cursor'])
-        self.cursor = _systemd.cursor_from(out) if rc == 0 else None
+        self.error = None
+        out = self.journal([journalctl, '--unit', unit, '--no-pager', '--quiet', '--lines=0', '--show-cursor'])
+        self.cursor = _systemd.cursor_from(out)
 
     def new_lines(self):
         command = [self.journalctl, '--unit', self.unit, '--no-pager', '--quiet', '--output=cat']
         command += ['--after-cursor', self.cursor] if self.cursor else ['--lines=%d' % JOURNAL_LINES]
-        rc, out, err = self.module.run_command(command)
-        return out.splitlines()[-JOURNAL_LINES:] if rc == 0 else []
+        return self.journal(command).splitlines()[-JOURNAL_LINES:]
+
+    def journal(self, command):
+        """journalctl's output, '' when it fails; a journalctl that timed out once is not run again (each run would
+        wait as long)."""
+        if self.error is not None:
+            return ''
+        try:
+            rc, out, err = _systemd.run(command, JOURNAL_COMMAND_SECONDS)
+        except _systemd.SystemdError as exc:
+            self.error = str(exc)
+            return ''
+        return out if rc == 0 else ''
 
 
 def service_of(pid):
@@ -334,7 +350,7 @@ class Reload:
     def unit_journal(self):
         """A JournalWatch when the master runs in a systemd unit, whose journal gets its stderr; else None."""
         journalctl = self.module.get_bin_path('journalctl') if self.systemd_unit else None
-        return JournalWatch(self.module, self.systemd_unit, journalctl) if journalctl else None
+        return JournalWatch(self.systemd_unit, journalctl) if journalctl else None
 
     def log_lines(self):
         return self.log.new_lines()
@@ -347,7 +363,7 @@ class Reload:
         settle = Deadline(JOURNAL_SETTLE_SECONDS)
         while True:
             journal = self.journal.new_lines()
-            if _gunicorn.summarize_log(journal)[1] or settle.expired():
+            if _gunicorn.summarize_log(journal)[1] or settle.expired() or self.journal.error:
                 return lines + journal
             time.sleep(0.1)
 
@@ -370,6 +386,8 @@ class Reload:
             return cause
         if self.log.offsets:
             return 'none shown in %s' % ', '.join(sorted(self.log.offsets))
+        if self.journal is not None and self.journal.error:
+            return 'unknown: the journal of %s could not be read (%s)' % (self.journal.unit, self.journal.error)
         if self.journal is not None:
             return 'none shown in the journal of %s' % self.journal.unit
         return 'unknown: the master writes no log file and runs in no systemd unit (syslog?)'
@@ -479,10 +497,10 @@ class UpgradeReload(Reload):
         systemctl = self.module.get_bin_path('systemctl')
         if not systemctl:
             return
-        unit = SystemdUnit(self.module, self.systemd_unit, systemctl)
+        unit = SystemdUnit(self.systemd_unit, systemctl)
         try:
             before = unit.show()
-        except SystemdError as exc:
+        except _systemd.SystemdError as exc:
             self.module.warn('gunicorn master %d runs in %s, but systemd cannot be asked about it (%s): not checking '
                              'that systemd follows the upgrade' % (self.before.pid, self.systemd_unit, exc))
             return
@@ -512,7 +530,7 @@ class UpgradeReload(Reload):
     def probe_systemd(self, new):
         try:
             now = self.unit.show()
-        except SystemdError as exc:
+        except _systemd.SystemdError as exc:
             raise ReloadFailed('the new master %d serves, but systemd cannot be asked whether it follows it: %s'
                                % (new.pid, exc))
         self.systemd_main_pid = _systemd.int_property(now, 'MainPID')
@@ -562,7 +580,7 @@ class UpgradeReload(Reload):
             return ''
         try:
             now = self.unit.show()
-        except SystemdError:
+        except _systemd.SystemdError:
             return ''
         self.systemd_main_pid = _systemd.int_property(now, 'MainPID')
         return '. %s' % self.not_followed(now)
@@ -763,7 +781,11 @@ def main():
         result['msg'] = 'would %s' % ', then '.join(steps)
         module.exit_json(**result)
 
-    driver = (UpgradeReload if mode == 'upgrade' else HupReload)(module, master)
+    try:
+        driver = (UpgradeReload if mode == 'upgrade' else HupReload)(module, master)
+    except _gunicorn.GunicornError as exc:
+        result['changed'] = False
+        module.fail_json(msg='%s; nothing was signalled' % exc, **result)
     try:
         final = driver.run(params['wait'])
     except ReloadFailedWith as exc:

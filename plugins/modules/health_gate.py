@@ -54,7 +54,7 @@ options:
     default: 0.5
   request_timeout:
     description:
-      - Seconds one request may take before it counts as a failure.
+      - Seconds one request may take, connect, headers and body together, before it counts as a failure.
     type: float
     default: 5
   status_code:

@@ -47,6 +47,7 @@ options:
       - The systemd unit whose main process (C(MainPID)) is the server's master, read with C(systemctl show)
         at every check.
       - While the unit has no main process the proof does not hold, until O(timeout).
+      - A C(systemctl) that fails, or does not answer within 30 seconds (it is then killed), fails the task at once.
       - Exactly one of O(service) and O(master_pid) is required.
     type: str
   master_pid:
@@ -88,6 +89,11 @@ notes:
     switch passes.
   - The module must run on the server's host, as the user the server runs as or as root, to read
     C(/proc/PID/cwd) and C(/proc/PID/maps).
+  - Root needs no C(CAP_SYS_PTRACE), which containers drop by default. When C(/proc) denies root a worker's
+    entries, a child process that takes the worker's user and group (no other groups, no capabilities) reads
+    them and is killed after 5 seconds at most. That works for the workers of a server started as its user,
+    for example with systemd C(User=). A server that switches to its user itself after it started is not
+    dumpable, and only C(CAP_SYS_PTRACE) lets root read it; the task fails saying so.
 seealso:
   - module: graceful.wsgi.gunicorn_reload
   - module: graceful.wsgi.uwsgi_reload
@@ -188,7 +194,6 @@ class Master:
     """The master to judge at each check: the given PID, or the unit's MainPID as systemd reports it now."""
 
     def __init__(self, module, service, pid):
-        self.module = module
         self.service = service
         self.pid = pid
         self.systemctl = module.get_bin_path('systemctl', required=True) if service else None
@@ -198,7 +203,10 @@ class Master:
         """The master's PID, or None while the unit has no live main process; ReleaseError when it cannot be."""
         if self.service:
             command = [self.systemctl, 'show', '--property=MainPID,ActiveState', self.service]
-            rc, out, err = self.module.run_command(command)
+            try:
+                rc, out, err = _systemd.run(command)
+            except _systemd.SystemdError as exc:
+                raise _release.ReleaseError('service=%s: %s' % (self.service, exc))
             if rc != 0:
                 raise _release.ReleaseError('service=%s: %s failed (rc=%d): %s' % (
                     self.service, ' '.join(command), rc, (err or out or '').strip()))

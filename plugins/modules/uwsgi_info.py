@@ -30,7 +30,7 @@ options:
     required: true
   timeout:
     description:
-      - Seconds to wait for the stats server's answer.
+      - Seconds the stats server has to answer in full, connect included.
     type: float
     default: 2
 seealso:

@@ -100,6 +100,9 @@ notes:
   - C(lazy-apps) is what makes workers import the code again; it is read from the master's command line,
     environment and ini files. Without it O(mode=chain) and O(mode=rolling) fail, because their new workers
     would be forked from a master that still holds the old code.
+  - Root needs no C(CAP_SYS_PTRACE) to read the master's environment and working directory. What C(/proc)
+    denies root is read by a child process that takes the master's user and group (no capabilities), within
+    5 seconds. When they cannot be read at all, lazy-apps counts as unconfirmed (a warning), not as absent.
   - Do not combine C(need-app) with C(lazy-apps) on an instance you reload. uWSGI destroys the whole
     instance when one new worker fails to load the app.
 seealso:
@@ -270,10 +273,18 @@ def identify_master(params, before):
         if pidfile_pid:
             raise ReloadFailed('pidfile=%s names pid %d, which is not running (stale pidfile)' % (params['pidfile'], pid))
         return None
-    if not _uwsgi.looks_like_uwsgi(info, _proc.read_link(pid, 'exe')):
+    if not _uwsgi.looks_like_uwsgi(info) and not _uwsgi.looks_like_uwsgi(info, master_exe(pid)):
         source = 'pidfile=%s' % params['pidfile'] if pidfile_pid else 'stats=%s' % params['stats']
         raise ReloadFailed('%s names %s, which is not a uWSGI process; nothing was signalled' % (source, info.describe()))
     return info
+
+
+def master_exe(pid):
+    """The executable of ``pid`` (read as its owner when root may not), or None: then the other evidence counts."""
+    try:
+        return _proc.read_guarded(pid, 'exe', lambda: _proc.read_link_or_raise(pid, 'exe'))
+    except (OSError, _proc.OwnerReadError):
+        return None
 
 
 def check_lazy_apps(module, mode, master):
@@ -284,9 +295,20 @@ def check_lazy_apps(module, mode, master):
         module.warn('cannot see the uWSGI master in /proc, so lazy-apps could not be confirmed; without it '
                     'mode=%s respawns workers with the code the master loaded' % mode)
         return
-    cwd = _proc.read_link(master.pid, 'cwd')
-    declared = _uwsgi.lazy_apps_declared(master.cmdline, _proc.read_environ(master.pid), cwd, _proc.read_text)
-    if declared is None:
+    hidden = None
+    try:
+        cwd, environ = _proc.read_guarded(master.pid, 'cwd and environ', lambda: [
+            _proc.read_link_or_raise(master.pid, 'cwd'), _proc.read_environ_or_raise(master.pid)])
+    except _proc.OwnerReadError as exc:
+        cwd, environ, hidden = None, None, str(exc)
+    except OSError as exc:
+        cwd, environ, hidden = None, None, 'cannot read /proc/%d/cwd and environ: %s' % (master.pid, exc.strerror or exc)
+    declared = _uwsgi.lazy_apps_declared(master.cmdline, environ or {}, cwd, _proc.read_text)
+    if hidden and not declared:
+        # What the environment or a relative config path would say is unknown: no refusal on a guess.
+        module.warn('could not confirm lazy-apps for %s (%s); without it mode=%s respawns workers with the code '
+                    'the master loaded' % (master.describe(), hidden, mode))
+    elif declared is None:
         module.warn('could not confirm lazy-apps from the configuration of %s; without it mode=%s respawns '
                     'workers with the code the master loaded' % (master.describe(), mode))
     elif not declared and mode in ('chain', 'rolling'):

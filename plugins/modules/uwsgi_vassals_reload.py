@@ -34,6 +34,9 @@ description:
   - A vassal that is not back within O(timeout) seconds of its touch fails the task. No further vassal is touched
     once one timed out; the ones in flight are waited for. The failure names each vassal that did not come back,
     why (from the stats), and returns the stats entries.
+  - The run also fails after O(timeout) without any vassal in flight when none may be started, because a vassal
+    that served went down or because the stats cannot be read (each read of a stats server has 2 seconds). The
+    failure then says since when the stats could not be read, and why.
   - One run per Emperor at a time. The run holds an exclusive lock, so a second run fails at once naming the first.
     The kernel releases the lock when the run ends, however it ends.
   - The number of serving vassals is sampled every O(poll_interval); the lowest seen is returned as
@@ -84,6 +87,8 @@ options:
   timeout:
     description:
       - Seconds each vassal has, from its touch, to come back.
+      - Also how long the run waits, with no vassal in flight, for a vassal it may start (the floor lost, or the
+        stats unreadable).
     type: float
     default: 60
   poll_interval:
@@ -235,6 +240,7 @@ stats:
   type: dict
 '''
 
+import datetime
 import os
 import socket
 import time
@@ -247,6 +253,7 @@ from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
 
 LOCK_DIRS = ('/run/lock', '/var/lock', '/tmp')
 STATS_TIMEOUT = 2.0
+SEND_TIMEOUT = 2.0
 
 
 class Fleet(object):
@@ -265,6 +272,8 @@ class Fleet(object):
         self.addresses = {}
         self.servers = {}
         self.last_error = None
+        # While the stats cannot be read: since when (epoch seconds, monotonic seconds).
+        self.unreadable_since = None
 
     def load_configs(self):
         if not os.path.isdir(self.emperor_dir):
@@ -294,12 +303,24 @@ class Fleet(object):
 
     def observe(self):
         """The state of every vassal, or None (with last_error kept) when the stats cannot be read."""
+        attempted = (time.time(), time.monotonic())
         try:
             emperor, router = self.read()
         except (_uwsgi.UwsgiError, _emperor.EmperorError) as exc:
             self.last_error = str(exc)
+            if self.unreadable_since is None:
+                self.unreadable_since = attempted
             return None
+        self.unreadable_since = None
         return _emperor.observe(emperor, router, self.addresses, self.suffix)
+
+    def unreadable(self):
+        """Since when and why the stats cannot be read, or None while they can."""
+        if self.unreadable_since is None:
+            return None
+        epoch, clock = self.unreadable_since
+        since = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+        return 'the stats could not be read since %s (%.1fs): %s' % (since, time.monotonic() - clock, self.last_error)
 
     def unsubscribe(self, config, node):
         """Ask each subscription server the vassal announces to to drop its node (as the vassal itself does on a
@@ -309,8 +330,13 @@ class Fleet(object):
         for server in self.servers[config]:
             family, target = _uwsgi.socket_target(_uwsgi.parse_stats_address(server))
             sock = socket.socket(family, socket.SOCK_DGRAM)
+            # A unix datagram blocks its sender while the receiver's queue is full (a router that reads nothing).
+            sock.settimeout(SEND_TIMEOUT)
             try:
                 sock.sendto(packet, target)
+            except socket.timeout:
+                errors.append('%s: no room to send within %.1fs (the subscription server reads nothing)'
+                              % (server, SEND_TIMEOUT))
             except (IOError, OSError) as exc:
                 errors.append('%s: %s' % (server, exc.strerror or exc))
             finally:
@@ -354,6 +380,9 @@ def vassal_result(fleet, vassal, before, after):
     if vassal.state == _emperor.TIMEOUT and vassal.awaiting_spawn:
         result['why'] = _emperor.why_not_active(vassal.config, after or before, fleet.addresses[vassal.config]) + \
             ' (not touched: the Emperor spawns a vassal it does not run on its own schedule; the run waited for it)'
+    elif vassal.state == _emperor.TIMEOUT and vassal.touched_mtime is None and after is None:
+        result['why'] = ('%s: never seen drained, so never touched; the stats could not be read to tell why (its old '
+                         'code still serves once it announces itself again)' % vassal.config)
     elif vassal.state == _emperor.TIMEOUT and vassal.touched_mtime is None:
         node = (after or {}).get('node') or {}
         result['why'] = ('%s: never drained, so never touched: the FastRouter still had %s request(s) in flight to it '
@@ -456,7 +485,6 @@ def reload_vassals(module, fleet, targets, path):
     draining = {}
     drain_errors = {}
     observation = first
-    stuck_since = None
     while True:
         now = time.monotonic()
         plan.update(observation, now)
@@ -481,16 +509,11 @@ def reload_vassals(module, fleet, targets, path):
             for config in plan.to_touch(observation, lambda config: config in draining):
                 mtime = fleet.touch(config, observation[config]['entry'])
                 plan.touched(config, time.time(), time.monotonic(), mtime, config in draining)
-            if plan.stuck(observation):
-                stuck_since = stuck_since if stuck_since is not None else now
-                if now - stuck_since >= params['timeout']:
-                    plan.stop()
-                    continue
-            else:
-                stuck_since = None
         time.sleep(params['poll_interval'])
         observation = fleet.observe()
 
+    # Read before the last look below, which may succeed again.
+    unreadable = fleet.unreadable()
     last = fleet.observe()
     completed_at = time.time()
     order = started_order + [config for config in plan.order if config not in started_order]
@@ -513,28 +536,35 @@ def reload_vassals(module, fleet, targets, path):
         lock_path=path,
     )
     if outcome['timed_out'] or any(r['state'] == _emperor.NOT_STARTED for r in results):
-        module.fail_json(msg=failure_message(fleet, params, results, last, stuck_since), stats=failure_stats(results, last),
-                         **outcome)
+        module.fail_json(msg=failure_message(fleet, params, results, last, plan, unreadable),
+                         stats=failure_stats(results, last), **outcome)
     module.exit_json(**outcome)
 
 
-def failure_message(fleet, params, results, last, stuck_since):
+def failure_message(fleet, params, results, last, plan, unreadable):
+    """``unreadable`` says since when and why the stats could not be read, when they could not as the run ended."""
     timed_out = [r for r in results if r['state'] == _emperor.TIMEOUT]
     skipped = [r['name'] for r in results if r['state'] == _emperor.NOT_STARTED]
     reloaded = [r['name'] for r in results if r['state'] == _emperor.RELOADED]
+    unseen = '%s: unknown, the stats could not be read' if last is None else '%s: serving again, but only after its timeout'
     parts = []
     if timed_out:
         parts.append('%d vassal(s) of emperor_dir=%s did not come back within timeout=%ss: %s.'
                      % (len(timed_out), fleet.emperor_dir, params['timeout'], ', '.join(r['name'] for r in timed_out)))
-        parts.extend((r.get('why') or '%s: serving again, but only after its timeout' % r['name']) + '.' for r in timed_out)
-    elif stuck_since is not None:
+        parts.extend((r.get('why') or unseen % r['name']) + '.' for r in timed_out)
+    elif plan.gave_up and unreadable:
+        parts.append('waited %ss, with no vassal of emperor_dir=%s in flight, for the stats to be read again to go on '
+                     'with the reload.' % (params['timeout'], fleet.emperor_dir))
+    elif plan.gave_up:
         parts.append('waited %ss for min_active=%d vassals of emperor_dir=%s to serve besides the one to reload: '
                      'a vassal that served went down during the run.'
                      % (params['timeout'], params['min_active'], fleet.emperor_dir))
-    if last is None and fleet.last_error:
+    if unreadable:
+        parts.append('%s%s.' % (unreadable[0].upper(), unreadable[1:]))
+    elif last is None and fleet.last_error:
         parts.append('last stats reading failed: %s' % fleet.last_error)
     if skipped:
-        parts.append('Not touched, to keep the floor: %s.' % ', '.join(skipped))
+        parts.append('Not touched%s: %s.' % ('' if unreadable else ', to keep the floor', ', '.join(skipped)))
     if reloaded:
         parts.append('Reloaded: %s.' % ', '.join(reloaded))
     return ' '.join(parts)

@@ -55,13 +55,30 @@ def test_pidfile_naming_an_unrelated_process(ansible, gunicorn, bystander, tmp_p
 
 @pytest.mark.parametrize("content, fragment", [
     ("", "it is empty;"),
-    ("not a pid\n", "it does not hold a PID (starts with 'not a pid')"),
+    ("not a pid\n", "it does not hold a PID (not a positive decimal number; its content is not shown)"),
 ])
 def test_empty_or_garbage_pidfile(ansible, tmp_path, content, fragment):
     pidfile = tmp_path / "app.pid"
     pidfile.write_text(content)
     run = ansible.run_module("gunicorn_reload", {"pidfile": str(pidfile), "mode": "upgrade"})
     assert_refused_quickly(run, f"pidfile={pidfile}: {fragment}")
+    assert "not a pid" not in run["msg"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_fifo_or_symlink_in_place_of_the_pidfile_is_refused_at_once(ansible, gunicorn, tmp_path, kind):
+    master = gunicorn.master_pid()
+    workers = gunicorn.worker_pids(master)
+    pidfile = tmp_path / "app.pid"
+    if kind == "fifo":
+        os.mkfifo(pidfile)
+        fragment = "it is a FIFO, not a regular file"
+    else:
+        pidfile.symlink_to(gunicorn.pidfile)
+        fragment = "it is a symbolic link (not followed), not a regular file"
+    run = ansible.run_module("gunicorn_reload", {"pidfile": str(pidfile), "mode": "upgrade"})
+    assert_refused_quickly(run, f"pidfile={pidfile}: {fragment}")
+    assert_untouched(gunicorn, master, workers)
 
 
 def test_pidfile_naming_a_dead_pid(ansible, tmp_path):

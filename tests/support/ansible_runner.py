@@ -54,11 +54,13 @@ def install_collection(workdir: Path) -> Path:
 class PlaybookRunner:
     """Runs tasks of the installed collection in real playbooks on localhost."""
 
-    def __init__(self, collections: Path, workdir: Path) -> None:
+    def __init__(self, collections: Path, workdir: Path, wrapper: tuple[str, ...] = ()) -> None:
         self.collections = collections
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.runs = 0
+        # A command ansible-playbook runs under, and with it every module (setpriv dropping a capability).
+        self.wrapper = list(wrapper)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -95,7 +97,8 @@ class PlaybookRunner:
         playbook = self.workdir / f"play-{self.runs}.yml"
         # JSON is valid YAML, so writing the playbook needs no YAML library.
         playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks}], indent=1))
-        _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)], timeout, self.env())
+        _run([*self.wrapper, str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)], timeout,
+             self.env())
         outcomes: list[dict[str, Any]] = json.loads(results_path.read_text())
         return outcomes
 

@@ -231,6 +231,43 @@ def test_plan_is_stuck_when_a_serving_vassal_went_down_on_its_own():
     assert plan.stuck(observation({'a.ini': True, 'b.ini': False}))
 
 
+def test_plan_gives_up_a_timeout_after_the_floor_is_lost_even_while_the_stats_cannot_be_read():
+    first = observation({'a.ini': True, 'b.ini': True})
+    plan = _emperor.Plan(['a.ini'], first, min_active=1, timeout=10)
+    plan.update(observation({'a.ini': True, 'b.ini': False}), 1.0)     # b went down: a may not
+    assert plan.stuck_since == 1.0
+    plan.update(None, 3.0)                                              # then the stats cannot be read
+    plan.update(None, 10.9)
+    assert not plan.done() and plan.stuck_since == 1.0
+    plan.update(None, 11.0)
+    assert plan.done() and plan.gave_up
+    assert plan.vassals['a.ini'].state == _emperor.NOT_STARTED
+
+
+def test_plan_with_nothing_in_flight_gives_up_a_timeout_after_the_stats_became_unreadable():
+    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
+    plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=2, timeout=10)
+    plan.started('a.ini', 1000.0, 0.0, first)
+    plan.vassals['a.ini'].state = _emperor.RELOADED       # back, and b may start at the next readable look
+    plan.update(None, 2.0)
+    assert plan.stuck_since == 2.0 and not plan.done()
+    plan.update(first, 5.0)                               # readable again: b may start, the clock stops
+    assert plan.stuck_since is None and plan.to_start(first) == ['b.ini']
+    plan.update(None, 6.0)
+    plan.update(None, 16.0)
+    assert plan.done() and plan.gave_up and plan.vassals['b.ini'].state == _emperor.NOT_STARTED
+
+
+def test_plan_leaves_a_vassal_in_flight_to_its_own_timeout_while_the_stats_cannot_be_read():
+    first = observation({'a.ini': True, 'b.ini': True})
+    plan = _emperor.Plan(['a.ini'], first, min_active=1, timeout=10)
+    plan.started('a.ini', 1000.0, 0.0, first)
+    plan.update(None, 9.0)
+    assert plan.stuck_since is None and not plan.done()
+    plan.update(None, 10.0)
+    assert plan.done() and not plan.gave_up and plan.vassals['a.ini'].state == _emperor.TIMEOUT
+
+
 def test_refusal_only_when_a_serving_vassal_would_go_below_the_floor():
     first = observation({'a.ini': True, 'b.ini': False, 'c.ini': False})
     message = _emperor.refusal(first, ['a.ini', 'b.ini', 'c.ini'], 1, '/etc/vassals')

@@ -9,6 +9,8 @@ __metaclass__ = type
 import io
 import re
 import socket
+import threading
+import time
 from urllib.error import HTTPError, URLError
 
 import pytest
@@ -248,3 +250,35 @@ def test_http_get_body_cut_off_is_no_answer():
     with pytest.raises(_health.FetchFailed, match='Connection reset by peer'):
         _health.http_get(URL, {}, True, 2, opener=lambda url, **kwargs: response)
     assert response.closed
+
+
+def test_http_get_bounds_the_whole_request_against_a_server_trickling_its_body():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle():
+        conn, _addr = server.accept()
+        try:
+            conn.recv(65536)
+            conn.sendall(b'HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n')
+            while not stop.wait(0.02):
+                conn.sendall(b'.')
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(_health.FetchFailed) as caught:
+            _health.http_get('http://127.0.0.1:%d/healthz' % server.getsockname()[1], {}, True, 0.3)
+        assert time.monotonic() - started < 1.0
+        assert str(caught.value) == 'no complete answer within 0.3s'
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

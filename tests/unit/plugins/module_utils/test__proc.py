@@ -8,6 +8,7 @@ __metaclass__ = type
 
 import errno
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +70,48 @@ def test_read_pidfile(tmp_path):
     path = tmp_path / 'app.pid'
     path.write_text('1234\n')
     assert _proc.read_pidfile(str(path)) == 1234
+
+
+def test_read_pidfile_never_shows_what_a_file_holds(tmp_path):
+    path = tmp_path / 'app.pid'
+    path.write_text('root:$y$j9T$secret:19000:0:99999:7:::\n')
+    with pytest.raises(ValueError) as caught:
+        _proc.read_pidfile(str(path))
+    assert str(caught.value) == 'it does not hold a PID (not a positive decimal number; its content is not shown)'
+
+
+@pytest.mark.timeout(5)
+def test_read_pidfile_refuses_a_fifo_at_once(tmp_path):
+    path = tmp_path / 'app.pid'
+    os.mkfifo(str(path), 0o600)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match='^it is a FIFO, not a regular file$'):
+        _proc.read_pidfile(str(path))
+    assert time.monotonic() - started < 1.0
+
+
+def test_read_pidfile_does_not_follow_a_symlink(tmp_path):
+    target = tmp_path / 'elsewhere'
+    target.write_text('1234\n')
+    path = tmp_path / 'app.pid'
+    path.symlink_to(target)
+    with pytest.raises(ValueError, match=r'^it is a symbolic link \(not followed\), not a regular file$'):
+        _proc.read_pidfile(str(path))
+
+
+def test_read_pidfile_refuses_a_socket_and_a_directory(tmp_path):
+    path = str(tmp_path / 'app.pid')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    try:
+        with pytest.raises(ValueError, match='^it is a socket, not a regular file$'):
+            _proc.read_pidfile(path)
+    finally:
+        server.close()
+    # A directory keeps the OSError that callers already name ("is a directory").
+    with pytest.raises(OSError) as caught:
+        _proc.read_pidfile(str(tmp_path))
+    assert caught.value.errno == errno.EISDIR
 
 
 def test_parse_start_ticks_counts_fields_after_comm():

@@ -6,9 +6,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import signal
+import time
+
 import pytest
 
-from ansible_collections.graceful.wsgi.plugins.module_utils import _systemd
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _systemd
 
 V1 = '''12:pids:/system.slice/myapp.service
 11:memory:/system.slice/myapp.service
@@ -61,3 +65,46 @@ def test_cursor_from_show_cursor_output():
     assert _systemd.cursor_from('some line\n-- cursor: s=1\n') == 's=1'
     assert _systemd.cursor_from('-- No entries --\n') is None
     assert _systemd.cursor_from('') is None and _systemd.cursor_from(None) is None
+
+
+def test_run_returns_the_exit_code_and_both_outputs():
+    assert _systemd.run(['sh', '-c', 'echo MainPID=42; echo warning >&2; exit 3'], 5) == (3, 'MainPID=42\n', 'warning\n')
+
+
+def test_run_names_a_command_that_cannot_be_run(tmp_path):
+    missing = str(tmp_path / 'systemctl')
+    with pytest.raises(_systemd.SystemdError, match='^%s show app.service cannot be run: No such file or directory$'
+                       % missing):
+        _systemd.run([missing, 'show', 'app.service'], 5)
+
+
+def wait_gone(pid, seconds=2.0):
+    deadline = time.monotonic() + seconds
+    while _proc.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not _proc.is_alive(pid)
+
+
+def test_run_kills_an_overdue_command_with_its_whole_process_group(tmp_path):
+    pids = tmp_path / 'pids'
+    script = 'sleep 30 & echo $$ $! > %s; wait' % pids
+    started = time.monotonic()
+    with pytest.raises(_systemd.SystemdError) as caught:
+        _systemd.run(['sh', '-c', script], 0.3)
+    assert time.monotonic() - started < 2.0
+    assert str(caught.value) == 'sh -c %s did not finish within 0.3s (killed)' % script
+    shell, child = [int(word) for word in pids.read_text().split()]
+    assert wait_gone(shell) and wait_gone(child)
+
+
+def test_run_does_not_wait_for_a_process_that_left_the_group_holding_the_output(tmp_path):
+    pids = tmp_path / 'pids'
+    script = 'setsid sleep 30 & echo $! > %s; sleep 30' % pids
+    started = time.monotonic()
+    try:
+        with pytest.raises(_systemd.SystemdError, match=r'did not finish within 0.3s \(killed\)$'):
+            _systemd.run(['sh', '-c', script], 0.3)
+        assert time.monotonic() - started < 2.0 + _systemd.KILL_WAIT_SECONDS
+    finally:
+        escaped = int(pids.read_text())
+        os.kill(escaped, signal.SIGKILL)

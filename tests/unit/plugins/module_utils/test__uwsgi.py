@@ -10,11 +10,14 @@ import json
 import os
 import socket
 import threading
+import time
 
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
 from ansible_collections.graceful.wsgi.plugins.module_utils._proc import ProcessInfo
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline
+from ansible_collections.graceful.wsgi.tests.unit.plugins.module_utils.clock import FakeClock
 
 
 def worker(wid, pid, accepting=1, apps=1, respawn_count=1, status='idle', requests=0):
@@ -109,9 +112,85 @@ def test_read_stats_times_out_on_silent_server(tmp_path):
     server.bind(path)
     server.listen(1)
     try:
-        with pytest.raises(_uwsgi.UwsgiError, match='no answer within 0.2s'):
+        with pytest.raises(_uwsgi.UwsgiError, match=r'no complete answer within 0.2s \(0 bytes arrived;'):
             _uwsgi.read_stats(('unix', path), timeout=0.2)
     finally:
+        server.close()
+
+
+class TricklingSocket:
+    """A stats server sending one byte per recv(), each a second after the last, on a fake clock."""
+
+    def __init__(self, clock, payload=b'{"pid": 100, "workers": []}'):
+        self.clock = clock
+        self.payload = payload
+        self.timeouts = []
+
+    def settimeout(self, seconds):
+        self.timeouts.append(seconds)
+
+    def recv(self, size):
+        if self.timeouts[-1] < 1.0:
+            self.clock.sleep(self.timeouts[-1])
+            raise socket.timeout('timed out')
+        self.clock.sleep(1.0)
+        byte, self.payload = self.payload[:1], self.payload[1:]
+        return byte
+
+
+def test_receive_until_closed_bounds_the_whole_read_not_each_recv():
+    clock = FakeClock()
+    sock = TricklingSocket(clock)
+    deadline = Deadline(2.5, clock)
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.receive_until_closed(sock, deadline, 'stats=/run/app/stats.sock')
+    assert str(caught.value) == ('stats=/run/app/stats.sock: no complete answer within 2.5s (2 bytes arrived; '
+                                 'instance hung or not a uWSGI stats server)')
+    assert sock.timeouts == [2.5, 1.5, 0.5]
+    assert clock.now == 2.5
+
+
+def test_receive_until_closed_returns_what_a_server_sends_before_closing():
+    clock = FakeClock()
+    sock = TricklingSocket(clock, b'{}')
+    assert _uwsgi.receive_until_closed(sock, Deadline(10, clock), 'stats=x') == b'{}'
+    assert clock.now == 3.0
+
+
+def test_receive_until_closed_refuses_an_endless_answer():
+    clock = FakeClock()
+    sock = TricklingSocket(clock, b'x' * 100)
+    with pytest.raises(_uwsgi.UwsgiError, match='^stats=x: answered more than 10 bytes without closing'):
+        _uwsgi.receive_until_closed(sock, Deadline(1000, clock), 'stats=x', limit=10)
+
+
+def test_read_stats_fails_in_time_on_a_server_trickling_bytes(tmp_path):
+    path = str(tmp_path / 'trickle.sock')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle():
+        conn, _addr = server.accept()
+        try:
+            while not stop.wait(0.02):
+                conn.sendall(b' ')
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(_uwsgi.UwsgiError, match=r'no complete answer within 0.3s \([1-9][0-9]* bytes arrived;'):
+            _uwsgi.read_stats(('unix', path), timeout=0.3)
+        assert time.monotonic() - started < 1.0
+    finally:
+        stop.set()
+        thread.join()
         server.close()
 
 
@@ -163,6 +242,42 @@ def test_fifo_path_checks(tmp_path):
         _uwsgi.check_fifo(str(regular))
     with pytest.raises(_uwsgi.UwsgiError, match='does not exist'):
         _uwsgi.check_fifo(str(tmp_path / 'nope'))
+
+
+def test_a_symlink_to_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / 'elsewhere.fifo'
+    os.mkfifo(str(fifo), 0o600)
+    link = tmp_path / 'master.fifo'
+    link.symlink_to(fifo)
+    with pytest.raises(_uwsgi.UwsgiError, match=r'^master_fifo=%s: not a FIFO \(a symbolic link\)$' % link):
+        _uwsgi.fifo_command(str(link), 'c')
+
+
+@pytest.mark.parametrize('swap', ['symlink', 'regular'])
+def test_a_fifo_swapped_after_its_check_gets_nothing_written(tmp_path, monkeypatch, swap):
+    """The instance's user owns the FIFO's directory and may replace the FIFO between the check and the open."""
+    target = tmp_path / 'precious'
+    target.write_text('untouched')
+    path = tmp_path / 'master.fifo'
+    os.mkfifo(str(path), 0o600)
+    check = _uwsgi.check_fifo
+
+    def check_then_swap(fifo_path):
+        check(fifo_path)
+        path.unlink()
+        if swap == 'symlink':
+            path.symlink_to(target)
+        else:
+            path.write_text('untouched')
+
+    monkeypatch.setattr(_uwsgi, 'check_fifo', check_then_swap)
+    expected = '(a symbolic link, not followed)' if swap == 'symlink' else '(a regular file); nothing written'
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.fifo_command(str(path), 'c')
+    assert str(caught.value) == 'master_fifo=%s: not a FIFO %s' % (path, expected)
+    assert target.read_text() == 'untouched'
+    if swap == 'regular':
+        assert path.read_text() == 'untouched'
 
 
 def test_touch_file_checks_and_touches(tmp_path):

@@ -6,9 +6,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import signal
+import time
+
 import pytest
 
-from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, Overdue, WaitTimeout, call_within, poll
 from ansible_collections.graceful.wsgi.tests.unit.plugins.module_utils.clock import FakeClock
 
 
@@ -53,3 +56,36 @@ def test_deadline_accounting():
     clock.sleep(2)
     assert deadline.remaining() == 0.0
     assert deadline.expired()
+
+
+def test_call_within_interrupts_a_call_that_blocks_past_its_limit():
+    started = time.monotonic()
+    with pytest.raises(Overdue, match='no return within 0.1s'):
+        call_within(0.1, time.sleep, 5)
+    assert time.monotonic() - started < 1.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_call_within_returns_the_result_and_leaves_no_alarm_behind():
+    previous = signal.getsignal(signal.SIGALRM)
+    assert call_within(5, divmod, 7, 2) == (3, 1)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is previous
+
+
+def test_call_within_no_time_left_does_not_call():
+    with pytest.raises(Overdue):
+        call_within(0, pytest.fail, 'called')
+
+
+def test_call_within_gives_an_alarm_set_before_it_back():
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        call_within(5, divmod, 7, 2)
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 29 < left <= 30 and fired == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -21,6 +21,8 @@ import os
 import shutil
 import signal
 
+from ansible_collections.graceful.wsgi.plugins.module_utils import _systemd
+
 ARGV = ['/srv/app/venv/bin/python3', '/srv/app/venv/bin/gunicorn', '-c', '/srv/app/gunicorn.conf.py', 'app:app']
 
 
@@ -237,13 +239,14 @@ class FakeSystemd:
     stops what is left of the unit and starts it again (gunicorn issue 2856). ``lag``
     answers that many more queries with the old state, as a systemd that has not reaped
     the old master yet. ``failing`` makes every query fail, as in a container without
-    systemd.
+    systemd. ``hangs_after`` answers that many ``systemctl`` queries, then each one hangs
+    until _systemd.run kills it; ``journal_hangs`` does the same to every ``journalctl``.
     """
 
     ORDER = ('MainPID', 'PIDFile', 'ActiveState', 'NRestarts')  # systemd's, not the order asked for
 
     def __init__(self, gunicorn, unit='app.service', pidfile=None, main_pid=None, lag=0, failing=False,
-                 cgroup=None, journal=False, journal_lag=0):
+                 cgroup=None, journal=False, journal_lag=0, hangs_after=None, journal_hangs=False):
         self.gunicorn = gunicorn
         # journal: gunicorn logs to stderr, a journald stream socket; journalctl reads the fake's log file,
         # which shows new lines journal_lag queries late (journald receives a dead master's last lines late).
@@ -261,6 +264,8 @@ class FakeSystemd:
         self.state = 'active'
         self.lag = lag
         self.failing = failing
+        self.hangs_after = hangs_after
+        self.journal_hangs = journal_hangs
         self.later = None  # the state after the main process exited, shown once the lag is over
         self.queries = []  # (signals sent so far, argv)
         gunicorn.cgroup = cgroup if cgroup is not None else '0::/system.slice/%s\n' % unit
@@ -290,8 +295,15 @@ class FakeSystemd:
         self.gunicorn.master = fresh
         self.later = dict(main_pid=fresh, restarts=self.restarts + 1, state='active')
 
-    def run_command(self, args, **kwargs):
+    def run(self, args, timeout=None):
+        """_systemd.run's part: the command's (rc, stdout, stderr), or SystemdError for one that hangs."""
         self.queries.append((len(self.gunicorn.kills), list(args)))
+        systemctl_queries = [argv for sent, argv in self.queries if argv[0] == '/usr/bin/systemctl']
+        if (self.journal_hangs and args[0] == '/usr/bin/journalctl') or (
+                self.hangs_after is not None and len(systemctl_queries) > self.hangs_after
+                and args[0] == '/usr/bin/systemctl'):
+            raise _systemd.SystemdError('%s did not finish within %gs (killed)'
+                                        % (' '.join(args), _systemd.COMMAND_TIMEOUT if timeout is None else timeout))
         if args[0] == '/usr/bin/journalctl':
             return self.journalctl(args)
         assert args[:2] == ['/usr/bin/systemctl', 'show'] and args[-1] == self.unit, args

@@ -12,8 +12,9 @@ import signal
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.modules import gunicorn_info
-from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _proc
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.no_ptrace import NoPtrace
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
 
@@ -68,3 +69,30 @@ def test_fails_naming_the_pidfile_when_it_is_stale(gunicorn):
     gunicorn.pidfile.write_text('999\n')
     result, failed = run(gunicorn)
     assert failed and result['msg'] == 'pidfile=%s names pid 999, which is not running (stale pidfile)' % gunicorn.pidfile
+
+
+def test_root_without_cap_sys_ptrace_reads_each_process_as_its_owner(gunicorn, monkeypatch):
+    no_ptrace = NoPtrace(monkeypatch, gunicorn.proc, owner=(1000, 1001, True))
+    result, failed = run(gunicorn)
+    assert not failed, result['msg']
+    assert [w['pid'] for w in result['workers']] == sorted(gunicorn.workers_of(100))
+    assert result['workers_booted'] == 3 and result['log_files'] == [str(gunicorn.log)]
+    # environ and heartbeats of the master and of each worker, then the master's logs and maps (no
+    # relative --pid, so no cwd): each process in one read, never a fork for what could be read directly.
+    assert len(no_ptrace.owner_reads) == 1 + 3 + 2
+    assert set(no_ptrace.owner_reads) == {(1000, 1001, _proc.OWNER_READ_SECONDS)}
+
+
+def test_another_user_denied_the_descriptors_keeps_the_message(gunicorn, monkeypatch):
+    no_ptrace = NoPtrace(monkeypatch, gunicorn.proc, euid=1000)
+    result, failed = run(gunicorn)
+    assert failed and result['msg'] == ('cannot read %s/100/fd: permission denied; run the module as the user '
+                                        'gunicorn runs as, or as root' % gunicorn.proc)
+    assert no_ptrace.owner_reads == []
+
+
+def test_root_that_cannot_read_as_the_owner_either_fails_saying_why(gunicorn, monkeypatch):
+    NoPtrace(monkeypatch, gunicorn.proc, owner=(0, 0, True))
+    result, failed = run(gunicorn)
+    assert failed and result['msg'].startswith(
+        'cannot read environ and fd of pid 100: root may not without CAP_SYS_PTRACE (Permission denied), and ')

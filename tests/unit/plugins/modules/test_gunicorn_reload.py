@@ -16,8 +16,9 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.graceful.wsgi.plugins.modules import gunicorn_reload
-from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _proc, _systemd
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn, FakeSystemd
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.no_ptrace import NoPtrace
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
 
@@ -36,18 +37,20 @@ def make_fake(tmp_path, monkeypatch, **kwargs):
         monkeypatch.setattr(_gunicorn, name, stepping(fake, getattr(_gunicorn, name)))
     monkeypatch.setattr(gunicorn_reload, 'ABORT_GRACE_SECONDS', 0.5)
     monkeypatch.setattr(gunicorn_reload, 'SYSTEMD_POLL_SECONDS', 0.0)
-    # No command runs unless a test puts the fake under a FakeSystemd (see with_systemd).
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command', unexpected_command)
+    # No command runs unless a test puts the fake under a FakeSystemd (see with_systemd), and only through
+    # _systemd.run, which bounds it.
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, args, **kw: unexpected_command(args))
+    monkeypatch.setattr(_systemd, 'run', lambda args, timeout=None: unexpected_command(args))
     return fake
 
 
-def unexpected_command(self, args, **kwargs):
+def unexpected_command(args):
     raise AssertionError('unexpected command: %r' % (args,))
 
 
 def with_systemd(fake, monkeypatch, **kwargs):
     systemd = FakeSystemd(fake, **kwargs)
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, args, **kw: systemd.run_command(args, **kw))
+    monkeypatch.setattr(_systemd, 'run', systemd.run)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path',
                         lambda self, name, *args, **kw: '/usr/bin/%s' % name if name in ('systemctl', 'journalctl')
                         else None)
@@ -208,6 +211,16 @@ def test_a_missing_pidfile_is_named(gunicorn):
     gunicorn.pidfile.unlink()
     result, failed = run(gunicorn)
     assert failed and 'pidfile=%s does not exist' % gunicorn.pidfile in result['msg']
+    assert gunicorn.kills == []
+
+
+@pytest.mark.timeout(5)
+def test_a_fifo_in_place_of_the_pidfile_fails_at_once(gunicorn):
+    gunicorn.pidfile.unlink()
+    os.mkfifo(str(gunicorn.pidfile), 0o600)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert result['msg'] == 'pidfile=%s: it is a FIFO, not a regular file; nothing was signalled' % gunicorn.pidfile
     assert gunicorn.kills == []
 
 
@@ -522,6 +535,41 @@ def test_systemd_that_cannot_be_asked_is_skipped_with_a_warning(gunicorn, monkey
     assert 'System has not been booted with systemd' in warnings[0]
 
 
+SHOW = '/usr/bin/systemctl show --property=MainPID,NRestarts,ActiveState,PIDFile app.service'
+
+
+def test_a_systemctl_that_hangs_before_usr2_skips_the_proof_with_a_warning_naming_it(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile), hangs_after=0)
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, text: warnings.append(text))
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert len(systemd.queries) == 1
+    assert warnings == ['gunicorn master 100 runs in app.service, but systemd cannot be asked about it (%s did not '
+                        'finish within 30s (killed)): not checking that systemd follows the upgrade' % SHOW]
+
+
+def test_a_systemctl_that_hangs_after_the_upgrade_fails_the_task_naming_it(gunicorn, monkeypatch):
+    systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile), hangs_after=1)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert failed
+    assert result['msg'].startswith('upgrade failed after ')
+    assert result['msg'].endswith('the new master %d serves, but systemd cannot be asked whether it follows it: %s '
+                                  'did not finish within 30s (killed)' % (new_master_of(gunicorn), SHOW))
+    assert [argv[0] for sent, argv in systemd.queries] == ['/usr/bin/systemctl'] * 2
+
+
+def test_a_journalctl_that_hangs_leaves_the_cause_unknown_and_is_not_run_again(tmp_path, monkeypatch):
+    fake = make_fake(tmp_path, monkeypatch, broken=True)
+    systemd = with_systemd(fake, monkeypatch, pidfile=str(fake.pidfile), journal=True, journal_hangs=True)
+    result, failed = run(fake, mode='upgrade')
+    assert failed
+    assert ('Cause: unknown: the journal of app.service could not be read (/usr/bin/journalctl --unit app.service '
+            '--no-pager --quiet --lines=0 --show-cursor did not finish within 10s (killed))') in result['msg']
+    assert [argv[0] for sent, argv in systemd.queries].count('/usr/bin/journalctl') == 1
+    assert (100, signal.SIGTERM) not in fake.kills
+
+
 def test_a_unit_systemd_does_not_report_active_is_not_checked(gunicorn, monkeypatch):
     systemd = with_systemd(gunicorn, monkeypatch, pidfile=str(gunicorn.pidfile))
     systemd.state = 'inactive'  # not the unit the master runs in, as in a container that shares the host's cgroups
@@ -562,3 +610,39 @@ def test_check_mode_under_systemd_reports_the_unit_and_asks_nothing(gunicorn, mo
 
 def tmp_path_of(fake):
     return fake.root
+
+
+# ---------------------------------------------------------------- root without CAP_SYS_PTRACE
+
+def test_hup_as_root_without_cap_sys_ptrace_reads_as_the_owner(gunicorn, monkeypatch):
+    no_ptrace = NoPtrace(monkeypatch, gunicorn.proc, owner=(1000, 1001, True))
+    result, failed = run(gunicorn)
+    assert not failed, result['msg']
+    assert 'hup complete' in result['msg'] and len(result['workers_after']) == 3
+    assert no_ptrace.owner_reads and set(no_ptrace.owner_reads) == {(1000, 1001, _proc.OWNER_READ_SECONDS)}
+
+
+def test_upgrade_as_root_without_cap_sys_ptrace_reads_as_the_owner(gunicorn, monkeypatch):
+    NoPtrace(monkeypatch, gunicorn.proc)
+    result, failed = run(gunicorn, mode='upgrade')
+    assert not failed, result['msg']
+    assert signals(gunicorn) == [(100, 'SIGUSR2'), (100, 'SIGTERM')]
+    assert gunicorn.pidfile.read_text().strip() == str(result['master_pid']) != '100'
+
+
+def test_a_broken_release_as_root_without_cap_sys_ptrace_is_explained_from_the_log(tmp_path, monkeypatch):
+    fake = make_fake(tmp_path, monkeypatch, broken=True)
+    NoPtrace(monkeypatch, fake.proc)
+    result, failed = run(fake)
+    assert failed and 'the service is DOWN' in result['msg']
+    assert 'RuntimeError: release 2 is broken' in result['msg'] and result['exit_code'] == 3
+
+
+def test_root_whose_read_as_the_owner_fails_signals_nothing(gunicorn, monkeypatch):
+    no_ptrace = NoPtrace(monkeypatch, gunicorn.proc)
+    no_ptrace.failure = 'gave no answer within 5 s (the reading process was killed)'
+    result, failed = run(gunicorn)
+    assert failed and not result['changed'] and gunicorn.kills == []
+    assert result['msg'] == ('cannot read environ and fd of pid 100: root may not without CAP_SYS_PTRACE (Permission '
+                             'denied), and reading it as its owner (uid 1000, gid 1000) gave no answer within 5 s (the '
+                             'reading process was killed); nothing was signalled')

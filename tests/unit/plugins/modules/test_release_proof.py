@@ -16,13 +16,15 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.graceful.wsgi.plugins.modules import release_proof
-from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _release
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _release, _systemd
+from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.no_ptrace import NoPtrace
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
 
 UPTIME = 5000.0
 SWITCHED_AGO = 100.0
 MASTER = 800
+REAL_RUN = _systemd.run  # the server fixture replaces it
 PYTHON_MAPS = '55d0c000-55d0d000 r-xp 00001000 08:01 131 /usr/bin/python3.11\n'
 
 
@@ -93,24 +95,26 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(_release, 'PROC', str(fake.proc))
     # The boot time comes from now minus the tree's uptime: the test's clock must not move it.
     monkeypatch.setattr(_proc, 'time', FrozenClock(fake.now))
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command', unexpected_command)
+    # Commands run only through _systemd.run, which bounds them.
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, args, **kw: unexpected_command(args))
+    monkeypatch.setattr(_systemd, 'run', lambda args, timeout=None: unexpected_command(args))
     return fake
 
 
-def unexpected_command(self, args, **kwargs):
+def unexpected_command(args):
     raise AssertionError('unexpected command: %r' % (args,))
 
 
 def with_systemctl(monkeypatch, main_pid=MASTER, state='active', rc=0):
     queries = []
 
-    def run_command(self, args, **kwargs):
+    def run(args, timeout=None):
         queries.append(list(args))
         if rc:
             return rc, '', 'Failed to connect to bus: No such file or directory\n'
         return 0, 'MainPID=%d\nActiveState=%s\n' % (main_pid, state), ''
 
-    monkeypatch.setattr(basic.AnsibleModule, 'run_command', run_command)
+    monkeypatch.setattr(_systemd, 'run', run)
     monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', lambda self, name, *args, **kw: '/usr/bin/' + name)
     return queries
 
@@ -221,10 +225,40 @@ def test_unreadable_cwd_fails_at_once_saying_so(server, monkeypatch):
         return readlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, 'readlink', denied)
+    monkeypatch.setattr(os, 'geteuid', lambda: 1000)  # not root: nothing is read as the worker's owner
+    monkeypatch.setattr(_proc, 'run_as', lambda *args: pytest.fail('read as the owner for another user'))
     result, failed = run(server, timeout=30)
     assert failed and result['elapsed'] < 5
     assert result['msg'] == ('cannot read %s of worker 902 (Permission denied): run the module as the user the server '
-                             'runs as, or as root with CAP_SYS_PTRACE' % hidden)
+                             'runs as, or as root' % hidden)
+
+
+def test_root_without_cap_sys_ptrace_reads_each_worker_as_its_owner(server, monkeypatch):
+    no_ptrace = NoPtrace(monkeypatch, server.proc, owner=(1000, 1001, True))
+    result, failed = run(server, release='v2', min_workers=2)
+    assert not failed and result['proven'], result['msg']
+    assert [(worker['pid'], worker['cwd']) for worker in result['workers']] == [
+        (901, server.release('v2')), (902, server.release('v2'))]
+    assert no_ptrace.owner_reads == [(1000, 1001, _proc.OWNER_READ_SECONDS)] * 2  # one read of cwd and maps each
+
+
+def test_root_without_cap_sys_ptrace_still_names_a_worker_of_the_old_release(server, monkeypatch):
+    server.add(903, cwd=server.release('v1'), after=-12.3)
+    NoPtrace(monkeypatch, server.proc)
+    result, failed = run(server)
+    assert failed and result['msg'] == expected_prefix(server) + (
+        'worker 903 runs in %s, started 12.3 s before the switch; not proven within timeout=0.0s'
+        % server.release('v1'))
+
+
+def test_a_failed_read_as_the_owner_fails_at_once_naming_worker_what_and_bound(server, monkeypatch):
+    no_ptrace = NoPtrace(monkeypatch, server.proc)
+    no_ptrace.failure = 'gave no answer within 5 s (the reading process was killed)'
+    result, failed = run(server, timeout=30)
+    assert failed and result['elapsed'] < 5
+    assert result['msg'] == (
+        'worker 901: cannot read cwd and maps of pid 901: root may not without CAP_SYS_PTRACE (Permission denied), '
+        'and reading it as its owner (uid 1000, gid 1000) gave no answer within 5 s (the reading process was killed)')
 
 
 def test_zombies_and_exited_workers_are_not_judged(server):
@@ -301,6 +335,20 @@ def test_systemctl_failing_fails_at_once(server, monkeypatch):
     assert failed and result['elapsed'] < 5
     assert result['msg'] == ('service=demo.service: /usr/bin/systemctl show --property=MainPID,ActiveState '
                              'demo.service failed (rc=1): Failed to connect to bus: No such file or directory')
+
+
+def test_a_systemctl_that_hangs_is_killed_and_fails_at_once_naming_it(server, monkeypatch, tmp_path):
+    systemctl = tmp_path / 'systemctl'
+    systemctl.write_text('#!/bin/sh\nsleep 30\n')
+    systemctl.chmod(0o755)
+    monkeypatch.setattr(_systemd, 'run', REAL_RUN)
+    monkeypatch.setattr(_systemd, 'COMMAND_TIMEOUT', 0.2)
+    monkeypatch.setattr(basic.AnsibleModule, 'get_bin_path', lambda self, name, *args, **kw: str(systemctl))
+    started = time.monotonic()
+    result, failed = run(server, service='demo.service', timeout=30)
+    assert failed and time.monotonic() - started < 5
+    assert result['msg'] == ('service=demo.service: %s show --property=MainPID,ActiveState demo.service did not '
+                             'finish within 0.2s (killed)' % systemctl)
 
 
 @pytest.mark.parametrize('args, message', [

@@ -6,13 +6,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import signal
 
 import pytest
 
+from ansible.module_utils import basic
+
 from ansible_collections.graceful.wsgi.plugins.modules import uwsgi_reload
-from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _uwsgi
 from ansible_collections.graceful.wsgi.plugins.module_utils._proc import ProcessInfo
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
@@ -37,6 +40,10 @@ class FakeInstance:
         self.reads = 0
         self.alive = True
         self.fifo_commands = []
+        self.environ = {}
+        self.hidden = False
+        self.as_owner = False
+        self.owner_reads = []
 
     def document(self):
         self.reads += 1
@@ -87,6 +94,27 @@ class FakeInstance:
             return ProcessInfo(pid, 1, 'S', ['/usr/sbin/sshd', '-D'], 'sshd')
         return None
 
+    def read_link(self, pid, name, proc_root='/proc'):
+        self.guard(pid, name)
+        return '/srv/app' if name == 'cwd' and pid == MASTER else None
+
+    def read_environ(self, pid, proc_root='/proc'):
+        self.guard(pid, 'environ')
+        return dict(self.environ) if pid == MASTER else None
+
+    def guard(self, pid, name):
+        """/proc/PID/<name> is hidden (root without CAP_SYS_PTRACE, or another user) unless read as the owner."""
+        if self.hidden and not self.as_owner:
+            raise OSError(errno.EACCES, 'Permission denied', '/proc/%d/%s' % (pid, name))
+
+    def run_as(self, uid, gid, function, timeout):
+        self.owner_reads.append((uid, gid))
+        self.as_owner = True
+        try:
+            return function()
+        finally:
+            self.as_owner = False
+
     def fifo_command(self, path, command):
         self.fifo_commands.append(command)
         if command in ('c', 'w', 'r', 'R'):
@@ -101,8 +129,8 @@ def instance(monkeypatch, tmp_path):
     monkeypatch.setattr(_uwsgi, 'fifo_command', fake.fifo_command)
     monkeypatch.setattr(uwsgi_reload._proc, 'read_process', fake.read_process)
     monkeypatch.setattr(uwsgi_reload._proc, 'is_alive', lambda pid: fake.read_process(pid) is not None)
-    monkeypatch.setattr(uwsgi_reload._proc, 'read_link', lambda pid, name: None)
-    monkeypatch.setattr(uwsgi_reload._proc, 'read_environ', lambda pid: {})
+    monkeypatch.setattr(uwsgi_reload._proc, 'read_link_or_raise', fake.read_link)
+    monkeypatch.setattr(uwsgi_reload._proc, 'read_environ_or_raise', fake.read_environ)
     monkeypatch.setattr(uwsgi_reload._proc, 'read_text',
                         lambda path: '[uwsgi]\nlazy-apps = %s\n' % ('true' if fake.lazy else 'false'))
     monkeypatch.setattr(uwsgi_reload.os, 'kill', fake.kill)
@@ -247,6 +275,16 @@ def test_stale_pidfile_fails(instance):
     assert 'names pid 77777, which is not running (stale pidfile)' in result['msg']
 
 
+@pytest.mark.timeout(5)
+def test_a_fifo_in_place_of_the_pidfile_fails_at_once(instance):
+    os.unlink(instance.pidfile)
+    os.mkfifo(instance.pidfile, 0o600)
+    kind, result = run({'pidfile': instance.pidfile, 'mode': 'graceful', 'wait': False})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == 'pidfile=%s: it is a FIFO, not a regular file' % instance.pidfile
+    assert instance.kills == []
+
+
 def test_master_death_fails_at_once(instance):
     original = instance.fifo_command
 
@@ -308,3 +346,46 @@ def test_rolling_replaces_idle_workers_before_busy_ones(instance):
     kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling'})
     assert kind is AnsibleExitJson, result['msg']
     assert [pid for pid, _sig in instance.kills] == [103, 104, 101, 102]
+
+
+# ---------------------------------------------------------------- the master's cwd and environment hidden
+
+@pytest.fixture
+def hidden(instance, monkeypatch):
+    """/proc hides the master's cwd and environ; lazy-apps is set only in its environment (the ini says false)."""
+    instance.hidden = True
+    instance.lazy = False
+    instance.environ = {'UWSGI_LAZY_APPS': '1'}
+    instance.warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, text: instance.warnings.append(text))
+    monkeypatch.setattr(_proc, 'start_ticks', lambda pid, proc_root='/proc': 4242)
+    monkeypatch.setattr(_proc, 'process_owner', lambda pid, proc_root='/proc': (1000, 1001, True))
+    monkeypatch.setattr(_proc, 'run_as', instance.run_as)
+    return instance
+
+
+def test_root_without_cap_sys_ptrace_reads_the_masters_environment_as_its_owner(hidden, monkeypatch):
+    monkeypatch.setattr(os, 'geteuid', lambda: 0)
+    kind, result = run({'master_fifo': hidden.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert hidden.fifo_commands == ['c'] and hidden.owner_reads == [(1000, 1001)]
+    assert hidden.warnings == []
+
+
+def test_another_user_that_cannot_read_the_environment_is_warned_not_refused(hidden, monkeypatch):
+    monkeypatch.setattr(os, 'geteuid', lambda: 1000)
+    kind, result = run({'master_fifo': hidden.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']  # the ini's "false" is not the whole story: no refusal on it
+    assert hidden.owner_reads == []
+    assert hidden.warnings == [
+        'could not confirm lazy-apps for pid 100 (/venv/bin/uwsgi --ini /srv/app/uwsgi.ini) (cannot read '
+        '/proc/100/cwd and environ: Permission denied); without it mode=chain respawns workers with the code the '
+        'master loaded']
+
+
+def test_a_visible_environment_without_lazy_apps_is_still_refused(hidden, monkeypatch):
+    hidden.hidden = False
+    hidden.environ = {}
+    kind, result = run({'master_fifo': hidden.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleFailJson and 'mode=chain needs lazy-apps' in result['msg']
+    assert hidden.owner_reads == [] and hidden.fifo_commands == []

@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
+import socket
 
 import pytest
 
@@ -49,6 +51,10 @@ class Emperor:
         self.throttle = 2.0
         self.retry_at = {}
         self.watching = [str(directory)]
+        # Vassals that go down on their own at a time (and stay down), and a time span (start, end) in which
+        # the stats servers answer nothing.
+        self.down_at = {}
+        self.silent = None
         self.active_seen = []
         self.next_pid = 1000
         for n in range(1, count + 1):
@@ -76,6 +82,10 @@ class Emperor:
         self.active_seen.append(sum(1 for c in self.vassals if self.serving(c)))
 
     def _scan(self):
+        for config, at in self.down_at.items():
+            if self.clock >= at and config in self.vassals:
+                del self.vassals[config]
+                self.retry_at[config] = float('inf')
         for config in sorted(self.reload_seconds):
             mtime = int(os.stat(str(self.directory / config)).st_mtime)
             vassal = self.vassals.get(config)
@@ -130,6 +140,10 @@ class Emperor:
 
     def document(self, address, timeout=2.0, label=None):
         self._scan()
+        if self.silent and self.silent[0] <= self.clock < self.silent[1]:
+            self.clock += timeout
+            raise _uwsgi.UwsgiError('%s: no complete answer within %.1fs (0 bytes arrived; instance hung or not a '
+                                    'uWSGI stats server)' % (label, timeout))
         if address == ('unix', EMPEROR_STATS):
             vassals = []
             for config, vassal in sorted(self.vassals.items()):
@@ -376,3 +390,79 @@ def test_a_vassal_still_starting_is_not_touched_until_it_accepts(emperor):
     touched = [at for at, config in emperor.unsubscribe_packets if config == 'shop-1.ini']
     assert mtimes(emperor)['shop-1.ini'] > before
     assert touched and touched[0] >= 3.0
+
+
+@pytest.mark.timeout(10)
+def test_stats_that_go_silent_after_the_floor_is_lost_fail_the_run_at_its_timeout(emperor):
+    emperor.down_at['shop-4.ini'] = 0.5    # leaves three serving: shop-2 may not go down with min_active=3
+    emperor.silent = (2.0, float('inf'))   # then every read times out
+    before = mtimes(emperor)['shop-2.ini']
+    result, failed = run(emperor, vassals=['shop-1', 'shop-2'], min_active=3, timeout=5)
+    assert failed
+    assert result['reloaded'] == ['shop-1'] and result['timed_out'] == []
+    assert [v['state'] for v in result['vassals']] == ['reloaded', 'not_started']
+    assert re.match(
+        r'waited 5.0s, with no vassal of emperor_dir=%s in flight, for the stats to be read again to go on with the '
+        r'reload. The stats could not be read since 2027-01-15T08:00:02Z \((\d+\.\d)s\): emperor_stats=%s: no '
+        r'complete answer within 2.0s \(0 bytes arrived; instance hung or not a uWSGI stats server\). Not touched: '
+        r'shop-2. Reloaded: shop-1.$' % (re.escape(str(emperor.directory)), re.escape(EMPEROR_STATS)), result['msg'])
+    # Stuck since shop-1 came back (t=1.2): the silence counts against the same timeout, which a wait overshoots
+    # by at most one reading of the stats (2 s) and a poll; then the last reading fails too.
+    assert 1.2 + 5 <= emperor.clock - 2.0 <= 1.2 + 5 + 2.0 + 0.1 + 1e-6
+    assert result['active_after'] is None
+    assert mtimes(emperor)['shop-2.ini'] == before
+
+
+@pytest.mark.timeout(10)
+def test_stats_that_come_back_before_the_timeout_let_the_run_finish(emperor):
+    emperor.silent = (1.5, 4.0)
+    result, failed = run(emperor, min_active=3, timeout=5)
+    assert not failed, result['msg']
+    assert result['reloaded'] == ['shop-1', 'shop-2', 'shop-3', 'shop-4']
+
+
+@pytest.mark.timeout(10)
+def test_a_vassal_in_flight_while_the_stats_are_silent_times_out_saying_the_stats_could_not_be_read(emperor):
+    emperor.silent = (0.05, float('inf'))
+    result, failed = run(emperor, vassals=['shop-1'], timeout=5)
+    assert failed and result['timed_out'] == ['shop-1']
+    assert result['msg'].startswith(
+        '1 vassal(s) of emperor_dir=%s did not come back within timeout=5.0s: shop-1. shop-1.ini: never seen drained, '
+        'so never touched; the stats could not be read to tell why (its old code still serves once it announces '
+        'itself again). The stats could not be read since 2027-01-15T08:00:00Z (' % emperor.directory)
+
+
+@pytest.mark.timeout(10)
+def test_a_touched_vassal_while_the_stats_are_silent_times_out_as_unknown(emperor):
+    emperor.silent = (0.15, float('inf'))   # after its touch (t=0.1), before it comes back
+    result, failed = run(emperor, vassals=['shop-1'], timeout=5)
+    assert failed and result['timed_out'] == ['shop-1']
+    assert ('did not come back within timeout=5.0s: shop-1. shop-1: unknown, the stats could not be read. The stats '
+            'could not be read since ' in result['msg'])
+
+
+class FakeModule:
+    def __init__(self, **params):
+        self.params = dict(emperor_dir='/etc/vassals', vassal_suffix='.ini', emperor_stats=EMPEROR_STATS,
+                           fastrouter_stats=ROUTER_STATS, **params)
+
+
+@pytest.mark.timeout(10)
+def test_an_unsubscribe_to_a_subscription_server_that_reads_nothing_gives_up_in_time(tmp_path, monkeypatch):
+    path = str(tmp_path / 'subscription.sock')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    try:
+        with pytest.raises(BlockingIOError):
+            while True:  # the server reads nothing: its queue fills up
+                filler.sendto(b'x', path)
+        monkeypatch.setattr(uwsgi_vassals_reload, 'SEND_TIMEOUT', 0.1)
+        fleet = uwsgi_vassals_reload.Fleet(FakeModule())
+        fleet.servers['shop-1.ini'] = [path]
+        errors = fleet.unsubscribe('shop-1.ini', {'name': '/run/shop/shop-1.sock', 'key': 'shop'})
+        assert errors == ['%s: no room to send within 0.1s (the subscription server reads nothing)' % path]
+    finally:
+        filler.close()
+        server.close()
