@@ -14,7 +14,7 @@ COLLECTION_LINK := $(BUILD)/collections/ansible_collections/graceful/wsgi
 SANITY_TOP := $(or $(TMPDIR),/tmp)/graceful-wsgi-sanity-$(shell echo $(CURDIR) | sha256sum | cut -c1-8)
 SANITY_ROOT := $(SANITY_TOP)/ansible_collections/graceful/wsgi
 STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha256sum | cut -c1-12)
-DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git
+DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git haproxy
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: help test demo demo-clean deps debian-deps venv lint sanity units integration compat compat-venvs molecule fleet-image benchmark lock clean
