@@ -38,6 +38,35 @@ def lock_record(text, now=None):
                 summary=_journal.summary(lock.journal, lock.content.get('acquired_at'), now))
 
 
+def lb_states(results, hosts):
+    """{host: state} from the lb_state results of every load balancer host (a loop's results).
+
+    One word when every load balancer agrees (enabled, drained, missing); else each one's view, and ``unknown``
+    (with why) for a load balancer that could not be read.
+    """
+    views = []
+    for result in results or []:
+        name = result.get('rollout_lb_host') or result.get('item') or '?'
+        if result.get('failed') or result.get('unreachable') or 'servers' not in result:
+            views.append((name, None, result.get('msg') or 'not read'))
+        else:
+            views.append((name, result['servers'], ''))
+    states = {}
+    for host in hosts:
+        seen = []
+        for name, servers, why in views:
+            state = 'unknown' if servers is None else servers.get(host, {}).get('state', 'missing')
+            seen.append((name, state))
+        words = sorted(set(state for _name, state in seen))
+        if not seen:
+            states[host] = '-'
+        elif len(words) == 1:
+            states[host] = words[0]
+        else:
+            states[host] = ','.join('%s@%s' % (state, name) for name, state in seen)
+    return states
+
+
 class FilterModule:
     def filters(self):
-        return {'lock_refusal': lock_refusal, 'lock_record': lock_record}
+        return {'lock_refusal': lock_refusal, 'lock_record': lock_record, 'lb_states': lb_states}

@@ -101,7 +101,10 @@ def test_deploy_lock_take_refuse_release(ansible, tmp_path):
     assert check_release["changed"] and check_release["msg"] == f"would release deploy lock {path}"
     assert refused.get("failed") and not refused["acquired"], refused
     assert refused["msg"].startswith(f"deploy lock {path} is held by run run-a: user alice on controller ctl1 since "
-                                     f"{taken['holder']['acquired_at']} (release v2, playbook deploy).")
+                                     f"{taken['holder']['acquired_at']} (release v2, playbook deploy): its journal is "
+                                     "empty (it had not touched a host); the lock is ")
+    assert refused["msg"].endswith("Wait for that run to end; if it died, set break_lock=true to take the lock and "
+                                   "reconcile what its journal shows.")
     assert refused["holder"] == taken["holder"]
     assert released["changed"] and not released.get("failed"), released
     assert not os.path.exists(path)

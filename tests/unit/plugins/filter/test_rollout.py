@@ -37,3 +37,19 @@ def test_lock_record_reads_holder_and_journal():
     assert record['summary'] == _journal.summary(JOURNAL, HOLDER['acquired_at'], NOW)
     assert rollout.lock_record('') == {'holder': {}, 'journal': [], 'summary': ''}
     assert rollout.lock_record('garbage')['holder'] == {'corrupt': 'not JSON'}
+
+
+def lb_result(name, **states):
+    return {'rollout_lb_host': name, 'servers': dict((host, {'state': state}) for host, state in states.items())}
+
+
+def test_lb_states_one_word_when_every_load_balancer_agrees():
+    results = [lb_result('lb1', app1='enabled', app2='drained'), lb_result('lb2', app1='enabled', app2='drained')]
+    assert rollout.lb_states(results, ['app1', 'app2', 'app3']) == {
+        'app1': 'enabled', 'app2': 'drained', 'app3': 'missing'}
+
+
+def test_lb_states_each_view_when_they_differ_or_one_is_unread():
+    results = [lb_result('lb1', app1='enabled'), {'rollout_lb_host': 'lb2', 'failed': True, 'msg': 'no answer'}]
+    assert rollout.lb_states(results, ['app1']) == {'app1': 'enabled@lb1,unknown@lb2'}
+    assert rollout.lb_states([], ['app1']) == {'app1': '-'}
