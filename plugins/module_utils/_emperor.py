@@ -27,8 +27,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import re
+import stat
 import struct
 
 # The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
@@ -256,6 +258,79 @@ def next_mtime(current_mtime, last_mod, now):
     """The mtime to touch a config to: now, and always past what the Emperor saw (it compares seconds)."""
     floor = max(int(current_mtime or 0), int(last_mod or 0)) + 1
     return max(int(now), floor)
+
+
+def touch_config(path, last_mod, now):
+    """Move the vassal config ``path``'s mtime past what the Emperor saw (``last_mod``); returns the mtime set.
+
+    The Emperor stat()s a config through its symlinks, so a config linked into its directory is touched where it
+    points to. A symlink on the way is followed only when root or this user owns it: one the app's user made
+    (replacing the file a config links to in the app's directories) could lead to any file, whose mtime root would
+    move. The file reached is opened without following a symlink or blocking on a FIFO, must be a regular file,
+    and must still be what ``path`` leads to; its times are set through the descriptor. EmperorError names the
+    config and what it is instead; nothing is touched then.
+    """
+    target = _config_target(path)
+    via = ' (through its symlink to %s)' % target if target != path else ''
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        # ELOOP: a symlink appeared since it was resolved; ENXIO: a socket.
+        try:
+            mode = os.lstat(target).st_mode
+        except OSError:
+            mode = None
+        if exc.errno in (errno.ELOOP, errno.ENXIO) and mode is not None and not stat.S_ISREG(mode):
+            raise EmperorError('vassal config %s: not a regular file%s (%s); nothing touched'
+                               % (path, via, _file_kind(mode)))
+        raise EmperorError('vassal config %s: cannot be touched%s: %s' % (path, via, exc.strerror or exc))
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise EmperorError('vassal config %s: not a regular file%s (%s); nothing touched'
+                               % (path, via, _file_kind(status.st_mode)))
+        try:
+            leads_to = os.stat(path)
+        except OSError:
+            leads_to = None
+        if leads_to is None or (leads_to.st_dev, leads_to.st_ino) != (status.st_dev, status.st_ino):
+            raise EmperorError('vassal config %s: changed while it was being touched (it no longer leads to %s); '
+                               'nothing touched' % (path, target))
+        mtime = next_mtime(status.st_mtime, last_mod, now)
+        os.utime(fd, (status.st_atime, mtime))
+    except OSError as exc:
+        raise EmperorError('vassal config %s: cannot be touched%s: %s' % (path, via, exc.strerror or exc))
+    finally:
+        os.close(fd)
+    return mtime
+
+
+def _config_target(path, hops=8):
+    """The file the config ``path`` leads to through its symlinks, following only those of root or this user."""
+    current = path
+    for _hop in range(hops):
+        try:
+            status = os.lstat(current)
+            if not stat.S_ISLNK(status.st_mode):
+                return current
+            if status.st_uid not in (0, os.geteuid()):
+                raise EmperorError('vassal config %s: leads through the symbolic link %s of uid %d, neither root nor '
+                                   'this user: not followed; nothing touched' % (path, current, status.st_uid))
+            current = os.path.join(os.path.dirname(current), os.readlink(current))
+        except OSError as exc:
+            raise EmperorError('vassal config %s: cannot be touched%s: %s'
+                               % (path, '' if current == path else ' (its symlink leads to %s)' % current,
+                                  exc.strerror or exc))
+    raise EmperorError('vassal config %s: more than %d symbolic links on the way; nothing touched' % (path, hops))
+
+
+def _file_kind(mode):
+    for test, name in ((stat.S_ISLNK, 'a symbolic link, not followed'), (stat.S_ISFIFO, 'a FIFO'),
+                       (stat.S_ISSOCK, 'a socket'), (stat.S_ISDIR, 'a directory'),
+                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return name
+    return 'file type %o' % stat.S_IFMT(mode)
 
 
 class VassalReload(object):

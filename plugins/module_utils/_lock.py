@@ -143,22 +143,45 @@ def _file_kind(mode):
     return 'not a regular file'
 
 
-def _open_regular(path, flags, doing):
-    """A descriptor of the regular file ``path``, opened without following a symlink or blocking on a FIFO;
-    None when it does not exist. LockError names the path and what it is instead."""
+def _open_regular(path, flags, doing, mode=LOCK_MODE):
+    """A descriptor of the regular file ``path`` owned by this user, opened without following a symlink or
+    blocking on a FIFO; None when it does not exist. LockError names the path and what it is instead.
+
+    Lock files are only ever created by the user that runs the module (root): one owned by anyone else was put
+    there by them (/run/lock is writable by every user), and is neither trusted nor written to.
+    """
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
         if exc.errno == errno.ELOOP:
             raise LockError('path=%s: is a symlink; the lock is never followed through one' % path)
+        # ENXIO: a socket; EACCES: with O_CREAT, the kernel's protected_regular/protected_fifos refuse another
+        # user's file in a sticky directory. lstat tells which, when it can.
+        problem = _not_a_lock(path, os.lstat) if exc.errno in (errno.ENXIO, errno.EACCES, errno.EPERM) else None
+        if problem:
+            raise LockError(problem)
         raise _os_error(path, exc, doing)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    problem = _not_a_lock(path, lambda _path: os.fstat(fd))
+    if problem:
         os.close(fd)
-        raise LockError('path=%s: is %s, not a lock file' % (path, _file_kind(mode)))
+        raise LockError(problem)
     return fd
+
+
+def _not_a_lock(path, status_of):
+    """What is wrong with ``path`` as a lock file (not a regular file, or another user's), or None."""
+    try:
+        status = status_of(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return 'path=%s: is %s, not a lock file' % (path, _file_kind(status.st_mode))
+    if status.st_uid != os.geteuid():
+        return ('path=%s: is owned by uid %d, not by uid %d that runs the module and creates its lock files; not '
+                'used as a lock' % (path, status.st_uid, os.geteuid()))
+    return None
 
 
 def _read_fd(fd):
@@ -403,10 +426,10 @@ def unsettled_entries(entries):
 
 def flock_acquire(path, content):
     """An open descriptor holding an exclusive flock on ``path``; LockHeld naming the holder if another has it."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
-    except OSError as exc:
-        raise _os_error(path, exc, 'open')
+    # /run/lock is writable by every user: a FIFO, a symlink or another user's file there fails at once.
+    fd = _open_regular(path, os.O_RDWR | os.O_CREAT, 'open')
+    if fd is None:  # even with O_CREAT: its directory is missing
+        raise LockError('path=%s: cannot open the lock: %s' % (path, os.strerror(errno.ENOENT)))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (IOError, OSError) as exc:
@@ -429,10 +452,11 @@ def flock_release(fd):
 
 
 def flock_is_held(path):
-    """The holder's facts when another process holds the flock on ``path``, else None (check mode)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    """The holder's facts when another process holds the flock on ``path``, else None (check mode).
+
+    LockError, as flock_acquire, when ``path`` is a FIFO, a symlink or another user's file."""
+    fd = _open_regular(path, os.O_RDONLY, 'open')
+    if fd is None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,6 +16,7 @@ import json
 import os
 import select
 import signal
+import stat
 import time
 
 
@@ -104,7 +105,6 @@ def read_pidfile(path):
     without following a symlink and without blocking (a FIFO blocks its reader until a writer comes), read only when
     it is a regular file, and what it holds is never shown (it could be another file's content).
     """
-    import stat
 
     def not_regular(mode):
         for test, name in ((stat.S_ISLNK, 'a symbolic link (not followed)'), (stat.S_ISFIFO, 'a FIFO'),
@@ -167,9 +167,28 @@ def read_environ(pid, proc_root='/proc'):
 
 
 def read_text(path, limit=1024 * 1024):
-    """A small text file's content, or None when it cannot be read."""
+    """A small text file's content (at most ``limit`` characters), or None when it cannot be read.
+
+    None too when ``path`` is not a regular file: it is opened without blocking (a FIFO planted by the app's user
+    would block an ordinary open until a writer comes) and checked on the open descriptor, so a FIFO, socket,
+    device or directory is never read. Symlinks are followed: callers read through them on purpose (a venv's
+    interpreter, a vassal config linked into the Emperor's directory). /proc files are regular files of size 0
+    and read like any other.
+    """
     try:
-        with open(path, 'r') as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (IOError, OSError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        handle = os.fdopen(fd, 'r')
+    except (IOError, OSError):
+        os.close(fd)
+        return None
+    try:
+        with handle:
             return handle.read(limit)
     except (IOError, OSError, UnicodeDecodeError):
         return None

@@ -286,20 +286,50 @@ def check_fifo(path):
 
 
 def check_touch_file(path):
-    """Raise UwsgiError unless ``path`` is an existing regular file whose mtime we may change."""
-    mode = _stat_mode('touch_file', path, 'uWSGI watches an existing file; create it when deploying')
+    """Raise UwsgiError unless ``path`` is an existing regular file (not a symlink to one) whose mtime we may
+    change: a symlink would move the mtime of whatever file it points to."""
+    mode = _stat_mode('touch_file', path, 'uWSGI watches an existing file; create it when deploying',
+                      follow_symlinks=False)
     if not stat.S_ISREG(mode):
-        raise UwsgiError('touch_file=%s: not a regular file (%s)' % (path, _file_kind(mode)))
+        raise UwsgiError('touch_file=%s: not a regular file (%s)' % (path, _touch_kind(mode)))
     if not os.access(path, os.W_OK):
         raise UwsgiError('touch_file=%s: permission denied' % path)
 
 
 def touch(path):
+    """Set the touch file's mtime to now.
+
+    Its directory may belong to the instance's user, who can put a symlink (to a file of root's, whose mtime
+    would move) or a FIFO in its place between the check and the touch: the file is opened without following a
+    symlink or blocking, checked again on the descriptor, and its times are set through the descriptor.
+    """
     check_touch_file(path)
     try:
-        os.utime(path, None)
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (IOError, OSError) as exc:
-        raise UwsgiError('touch_file=%s: %s' % (path, exc))
+        # ELOOP: a symlink; ENXIO: a socket, or a FIFO nobody reads; EISDIR: a directory. lstat tells which.
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = None
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR) and mode is not None and not stat.S_ISREG(mode):
+            raise UwsgiError('touch_file=%s: not a regular file (%s); nothing touched' % (path, _touch_kind(mode)))
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UwsgiError('touch_file=%s: permission denied' % path)
+        raise UwsgiError('touch_file=%s: %s' % (path, exc.strerror or exc))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UwsgiError('touch_file=%s: not a regular file (%s); nothing touched' % (path, _touch_kind(mode)))
+        os.utime(fd)
+    except (IOError, OSError) as exc:
+        raise UwsgiError('touch_file=%s: %s' % (path, exc.strerror or exc))
+    finally:
+        os.close(fd)
+
+
+def _touch_kind(mode):
+    return 'a symbolic link, not followed' if stat.S_ISLNK(mode) else _file_kind(mode)
 
 
 def _stat_mode(option, path, missing_hint, follow_symlinks=True):

@@ -344,11 +344,12 @@ class Fleet(object):
         return errors
 
     def touch(self, config, entry):
-        """Move the config's mtime past what the Emperor saw; returns the mtime set."""
-        path = self.path(config)
-        current = os.stat(path)
-        mtime = _emperor.next_mtime(current.st_mtime, (entry or {}).get('last_mod'), time.time())
-        os.utime(path, (current.st_atime, mtime))
+        """Move the config's mtime past what the Emperor saw; returns the mtime set. A config that leads to no
+        regular file (a FIFO), or through a symlink of another user, stops the run, naming it, with nothing touched."""
+        try:
+            mtime = _emperor.touch_config(self.path(config), (entry or {}).get('last_mod'), time.time())
+        except _emperor.EmperorError as exc:
+            self.module.fail_json(msg='%s; the run stopped before reloading it' % exc)
         return mtime
 
 
@@ -438,7 +439,10 @@ def run_module():
 
     lock_fd = None
     if module.check_mode:
-        held = _lock.flock_is_held(path)
+        try:
+            held = _lock.flock_is_held(path)
+        except _lock.LockError as exc:
+            module.fail_json(msg=str(exc), lock_path=path)
         if held is not None:
             refuse_held(held)
     else:

@@ -6,6 +6,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import time
+
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor
@@ -134,6 +137,130 @@ def test_observe_counts_a_vassal_active_only_when_running_accepting_and_subscrib
 ])
 def test_next_mtime_always_moves_past_what_the_emperor_saw(current, last_mod, now, expected):
     assert _emperor.next_mtime(current, last_mod, now) == expected
+
+
+def test_touch_config_moves_the_mtime_of_a_config_or_of_what_its_symlink_points_to(tmp_path):
+    config = tmp_path / 'shop.ini'
+    config.write_text('[uwsgi]\n')
+    os.utime(str(config), (5, 900))
+    assert _emperor.touch_config(str(config), 950, 1000) == 1000
+    assert config.stat().st_mtime == 1000 and config.stat().st_atime == 5
+    # The Emperor stat()s a config through its symlink: the file it points to is the one touched.
+    app = tmp_path / 'app'
+    app.mkdir()
+    target = app / 'uwsgi.ini'
+    target.write_text('[uwsgi]\n')
+    os.utime(str(target), (5, 900))
+    link = tmp_path / 'linked.ini'
+    link.symlink_to(target)
+    assert _emperor.touch_config(str(link), 1000, 1000) == 1001
+    assert target.stat().st_mtime == 1001
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize('linked', [False, True])
+def test_touch_config_of_a_fifo_fails_at_once(tmp_path, linked):
+    fifo = tmp_path / 'app' / 'uwsgi.ini'
+    fifo.parent.mkdir()
+    os.mkfifo(str(fifo), 0o600)
+    config = tmp_path / 'shop.ini'
+    if linked:
+        config.symlink_to(fifo)
+    else:
+        config = fifo
+    started = time.monotonic()
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.touch_config(str(config), 1000, 1000)
+    via = ' (through its symlink to %s)' % fifo if linked else ''
+    assert str(caught.value) == 'vassal config %s: not a regular file%s (a FIFO); nothing touched' % (config, via)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a symlink to another user needs root')
+def test_touch_config_never_follows_a_symlink_of_the_apps_user(tmp_path):
+    """The config links to the app's uwsgi.ini, which the app's user replaced by a symlink to a file of root's:
+    that file's mtime does not move."""
+    secret = tmp_path / 'shadow'
+    secret.write_text('')
+    os.utime(str(secret), (1, 1))
+    app_ini = tmp_path / 'app' / 'uwsgi.ini'
+    app_ini.parent.mkdir()
+    app_ini.symlink_to(secret)
+    os.lchown(str(app_ini), 4321, 4321)
+    config = tmp_path / 'shop.ini'
+    config.symlink_to(app_ini)
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.touch_config(str(config), 1000, 1000)
+    assert str(caught.value) == ('vassal config %s: leads through the symbolic link %s of uid 4321, neither root nor '
+                                 'this user: not followed; nothing touched' % (config, app_ini))
+    assert secret.stat().st_mtime == 1
+
+
+def test_touch_config_never_follows_a_symlink_swapped_in_after_it_was_resolved(tmp_path, monkeypatch):
+    secret = tmp_path / 'shadow'
+    secret.write_text('')
+    os.utime(str(secret), (1, 1))
+    target = tmp_path / 'app' / 'uwsgi.ini'
+    target.parent.mkdir()
+    target.write_text('[uwsgi]\n')
+    config = tmp_path / 'shop.ini'
+    config.symlink_to(target)
+    resolve = _emperor._config_target
+
+    def resolve_then_swap(path):
+        resolved = resolve(path)
+        target.unlink()
+        target.symlink_to(secret)
+        return resolved
+
+    monkeypatch.setattr(_emperor, '_config_target', resolve_then_swap)
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.touch_config(str(config), 1000, 1000)
+    assert str(caught.value) == ('vassal config %s: not a regular file (through its symlink to %s) (a symbolic link, '
+                                 'not followed); nothing touched' % (config, target))
+    assert secret.stat().st_mtime == 1
+
+
+def test_touch_config_that_no_longer_leads_to_the_file_opened_touches_nothing(tmp_path, monkeypatch):
+    first = tmp_path / 'v1.ini'
+    first.write_text('[uwsgi]\n')
+    os.utime(str(first), (1, 1))
+    second = tmp_path / 'v2.ini'
+    second.write_text('[uwsgi]\n')
+    config = tmp_path / 'shop.ini'
+    config.symlink_to(first)
+    resolve = _emperor._config_target
+
+    def resolve_then_repoint(path):
+        resolved = resolve(path)
+        config.unlink()
+        config.symlink_to(second)
+        return resolved
+
+    monkeypatch.setattr(_emperor, '_config_target', resolve_then_repoint)
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.touch_config(str(config), 1000, 1000)
+    assert str(caught.value) == ('vassal config %s: changed while it was being touched (it no longer leads to %s); '
+                                 'nothing touched' % (config, first))
+    assert first.stat().st_mtime == 1
+
+
+def test_touch_config_follows_a_chain_of_relative_symlinks_and_names_a_dangling_one(tmp_path):
+    real = tmp_path / 'available' / 'shop.ini'
+    real.parent.mkdir()
+    real.write_text('[uwsgi]\n')
+    os.utime(str(real), (1, 1))
+    enabled = tmp_path / 'enabled'
+    enabled.mkdir()
+    (enabled / 'shop.ini').symlink_to('../available/shop.ini')
+    config = tmp_path / 'vassals' / 'shop.ini'
+    config.parent.mkdir()
+    config.symlink_to('../enabled/shop.ini')
+    assert _emperor.touch_config(str(config), 900, 1000) == 1000 and real.stat().st_mtime == 1000
+    real.unlink()
+    with pytest.raises(_emperor.EmperorError, match='^vassal config %s: cannot be touched \\(its symlink leads to '
+                       '.*available/shop.ini\\): No such file or directory$' % config):
+        _emperor.touch_config(str(config), 1000, 1000)
 
 
 def test_came_back_needs_the_new_mtime_accepting_after_going_down_and_a_live_subscription():

@@ -8,8 +8,10 @@ __metaclass__ = type
 
 import json
 import os
+import socket
 import stat
 import threading
+import time
 
 import pytest
 
@@ -309,6 +311,75 @@ def test_flock_in_a_missing_directory_names_the_path(tmp_path):
     with pytest.raises(_lock.LockError) as caught:
         _lock.flock_acquire(path, {'pid': 1})
     assert str(caught.value) == 'path=%s: cannot open the lock: No such file or directory' % path
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize('check', ['acquire', 'is_held'])
+def test_a_flock_path_that_is_a_fifo_fails_at_once(tmp_path, check):
+    path = str(tmp_path / 'vassals.lock')
+    os.mkfifo(path, 0o600)
+    started = time.monotonic()
+    with pytest.raises(_lock.LockError) as caught:
+        if check == 'acquire':
+            _lock.flock_acquire(path, {'pid': 1})
+        else:
+            _lock.flock_is_held(path)
+    assert str(caught.value) == 'path=%s: is a FIFO, not a lock file' % path
+    assert time.monotonic() - started < 1.0
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+@pytest.mark.parametrize('check', ['acquire', 'is_held'])
+def test_a_flock_path_that_is_a_symlink_is_never_followed(tmp_path, check):
+    target = tmp_path / 'passwd'
+    target.write_text('root:x:0:0:root:/root:/bin/bash\n')
+    path = tmp_path / 'vassals.lock'
+    path.symlink_to(target)
+    with pytest.raises(_lock.LockError) as caught:
+        if check == 'acquire':
+            _lock.flock_acquire(str(path), {'pid': 1})
+        else:
+            _lock.flock_is_held(str(path))
+    assert str(caught.value) == 'path=%s: is a symlink; the lock is never followed through one' % path
+    assert target.read_text() == 'root:x:0:0:root:/root:/bin/bash\n'  # not truncated, nothing written
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another user needs root')
+@pytest.mark.parametrize('check', ['acquire', 'is_held'])
+def test_a_flock_file_of_another_user_is_refused(tmp_path, check):
+    path = tmp_path / 'vassals.lock'
+    path.write_text('{"pid": 1}')
+    os.chown(str(path), 4321, -1)
+    with pytest.raises(_lock.LockError) as caught:
+        if check == 'acquire':
+            _lock.flock_acquire(str(path), {'pid': 1})
+        else:
+            _lock.flock_is_held(str(path))
+    assert str(caught.value) == ('path=%s: is owned by uid 4321, not by uid 0 that runs the module and creates its '
+                                 'lock files; not used as a lock' % path)
+    assert path.read_text() == '{"pid": 1}'
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another user needs root')
+def test_a_deploy_lock_of_another_user_is_not_trusted(tmp_path):
+    path = tmp_path / 'deploy.lock'
+    write_lock(path, 'run-1')
+    os.chown(str(path), 4321, -1)
+    with pytest.raises(_lock.LockError, match='^path=%s: is owned by uid 4321, not by uid 0 ' % path):
+        _lock.read_lock(str(path))
+
+
+def test_a_flock_path_that_is_a_socket_names_it(tmp_path):
+    path = str(tmp_path / 'vassals.lock')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    try:
+        for call in (lambda: _lock.flock_acquire(path, {'pid': 1}), lambda: _lock.flock_is_held(path)):
+            with pytest.raises(_lock.LockError) as caught:
+                call()
+            assert str(caught.value) == 'path=%s: is a socket, not a lock file' % path
+    finally:
+        server.close()
 
 
 def test_describe_holder():

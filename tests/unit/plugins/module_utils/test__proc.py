@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -112,6 +113,58 @@ def test_read_pidfile_refuses_a_socket_and_a_directory(tmp_path):
     with pytest.raises(OSError) as caught:
         _proc.read_pidfile(str(tmp_path))
     assert caught.value.errno == errno.EISDIR
+
+
+@pytest.mark.timeout(5)
+def test_read_text_returns_none_for_a_fifo_at_once(tmp_path):
+    path = tmp_path / 'app.ini'
+    os.mkfifo(str(path), 0o600)
+    started = time.monotonic()
+    assert _proc.read_text(str(path)) is None
+    assert time.monotonic() - started < 1.0
+
+
+def test_read_text_returns_none_for_a_socket_a_directory_and_a_device(tmp_path):
+    path = str(tmp_path / 'app.ini')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    try:
+        assert _proc.read_text(path) is None
+    finally:
+        server.close()
+    assert _proc.read_text(str(tmp_path)) is None
+    assert _proc.read_text('/dev/zero') is None
+    assert _proc.read_text(str(tmp_path / 'missing')) is None
+
+
+def test_read_text_follows_a_symlink_to_a_regular_file_but_not_to_a_fifo(tmp_path):
+    # A venv's interpreter and a vassal config linked into the Emperor's directory are read through symlinks.
+    target = tmp_path / 'uwsgi.ini'
+    target.write_text('[uwsgi]\nlazy-apps = true\n')
+    link = tmp_path / 'vassal.ini'
+    link.symlink_to(target)
+    assert _proc.read_text(str(link)) == '[uwsgi]\nlazy-apps = true\n'
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(str(fifo), 0o600)
+    to_fifo = tmp_path / 'to-fifo.ini'
+    to_fifo.symlink_to(fifo)
+    found = []
+    reader = threading.Thread(target=lambda: found.append(_proc.read_text(str(to_fifo))))
+    reader.daemon = True
+    reader.start()
+    reader.join(3)
+    assert not reader.is_alive(), 'read_text blocked on a FIFO reached through a symlink'
+    assert found == [None]
+
+
+def test_read_text_keeps_its_limit_and_reads_proc_files(tmp_path):
+    path = tmp_path / 'big'
+    path.write_text('x' * 100)
+    assert _proc.read_text(str(path), 10) == 'x' * 10
+    # /proc files are regular files of size 0: they are read all the same.
+    assert os.stat('/proc/self/stat').st_size == 0
+    assert _proc.read_text('/proc/self/stat').startswith('%d (' % os.getpid())
+    assert float(_proc.read_text('/proc/uptime').split()[0]) > 0
 
 
 def test_parse_start_ticks_counts_fields_after_comm():

@@ -292,6 +292,64 @@ def test_touch_file_checks_and_touches(tmp_path):
         _uwsgi.touch(str(tmp_path))
 
 
+def test_a_touch_file_that_is_a_symlink_is_refused_and_its_target_keeps_its_mtime(tmp_path):
+    target = tmp_path / 'shadow'
+    target.write_text('')
+    os.utime(str(target), (1, 1))
+    path = tmp_path / 'reload.touch'
+    path.symlink_to(target)
+    for call in (_uwsgi.check_touch_file, _uwsgi.touch):
+        with pytest.raises(_uwsgi.UwsgiError) as caught:
+            call(str(path))
+        assert str(caught.value) == 'touch_file=%s: not a regular file (a symbolic link, not followed)' % path
+    assert target.stat().st_mtime == 1
+
+
+@pytest.mark.timeout(5)
+def test_a_touch_file_that_is_a_fifo_fails_at_once(tmp_path):
+    path = tmp_path / 'reload.touch'
+    os.mkfifo(str(path), 0o600)
+    started = time.monotonic()
+    with pytest.raises(_uwsgi.UwsgiError, match=r'^touch_file=%s: not a regular file \(a FIFO\)$' % path):
+        _uwsgi.touch(str(path))
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize('swap', ['symlink', 'fifo', 'fifo with a reader'])
+def test_a_touch_file_swapped_after_its_check_is_not_touched(tmp_path, monkeypatch, swap):
+    target = tmp_path / 'shadow'
+    target.write_text('')
+    os.utime(str(target), (1, 1))
+    path = tmp_path / 'reload.touch'
+    path.write_text('')
+    check = _uwsgi.check_touch_file
+    readers = []
+
+    def check_then_swap(touch_path):
+        check(touch_path)
+        path.unlink()
+        if swap == 'symlink':
+            path.symlink_to(target)
+        else:
+            os.mkfifo(str(path), 0o600)
+            if swap == 'fifo with a reader':
+                readers.append(os.open(str(path), os.O_RDONLY | os.O_NONBLOCK))
+
+    monkeypatch.setattr(_uwsgi, 'check_touch_file', check_then_swap)
+    kind = 'a symbolic link, not followed' if swap == 'symlink' else 'a FIFO'
+    started = time.monotonic()
+    try:
+        with pytest.raises(_uwsgi.UwsgiError) as caught:
+            _uwsgi.touch(str(path))
+    finally:
+        for fd in readers:
+            os.close(fd)
+    assert str(caught.value) == 'touch_file=%s: not a regular file (%s); nothing touched' % (path, kind)
+    assert time.monotonic() - started < 1.0
+    assert target.stat().st_mtime == 1
+
+
 # ------------------------------------------------------------------ identity and options
 
 def test_looks_like_uwsgi():

@@ -305,6 +305,18 @@ def test_a_second_run_fails_at_once_while_the_lock_is_held(emperor):
     assert not failed
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_a_fifo_planted_as_the_lock_fails_at_once_naming_it(emperor, check_mode):
+    path = uwsgi_vassals_reload.lock_path(str(emperor.directory))
+    os.mkfifo(path, 0o600)
+    before = mtimes(emperor)
+    result, failed = run(emperor, _ansible_check_mode=check_mode)
+    assert failed and result['msg'] == 'path=%s: is a FIFO, not a lock file' % path
+    assert result['lock_path'] == path
+    assert emperor.clock == 0.0 and mtimes(emperor) == before
+
+
 @pytest.mark.parametrize('args, message', [
     ({'emperor_dir': '/nonexistent/vassals'}, 'emperor_dir=/nonexistent/vassals is not a directory'),
     ({'vassal_suffix': '.yml'}, 'holds no vassal config ending with vassal_suffix=.yml'),
@@ -336,6 +348,34 @@ def test_vassals_sharing_one_config_file_are_refused(emperor):
     shared.symlink_to(emperor.directory / 'shop-1.ini')
     result, failed = run(emperor)
     assert failed and 'shop-1.ini and shop-2.ini are one file' in result['msg']
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize('planted', ['fifo', 'symlink'])
+def test_a_config_target_replaced_by_the_apps_user_is_never_touched_through(emperor, tmp_path, planted):
+    """shop-1.ini links to the app's uwsgi.ini, which the app's user replaced: by a FIFO (reading or touching it
+    must not block) or by a symlink of theirs to a file of root's (whose mtime must not move)."""
+    if planted == 'symlink' and os.geteuid() != 0:
+        pytest.skip('giving a symlink to another user needs root')
+    secret = tmp_path / 'shadow'
+    secret.write_text('')
+    os.utime(str(secret), (1, 1))
+    app_ini = tmp_path / 'app-uwsgi.ini'
+    if planted == 'fifo':
+        os.mkfifo(str(app_ini), 0o600)
+        why = 'not a regular file (through its symlink to %s) (a FIFO)' % app_ini
+    else:
+        app_ini.symlink_to(secret)
+        os.lchown(str(app_ini), 4321, 4321)
+        why = 'leads through the symbolic link %s of uid 4321, neither root nor this user: not followed' % app_ini
+    config = emperor.directory / 'shop-1.ini'
+    config.unlink()
+    config.symlink_to(app_ini)
+    result, failed = run(emperor, vassals=['shop-1'])
+    assert failed
+    assert result['msg'] == ('vassal config %s: %s; nothing touched; the run stopped before reloading it'
+                             % (config, why))
+    assert secret.stat().st_mtime == 1
 
 
 def test_a_config_written_this_second_is_still_seen_as_changed(emperor):
