@@ -32,6 +32,7 @@ __metaclass__ = type
 import errno
 import os
 import re
+import stat
 import tempfile
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
@@ -148,18 +149,29 @@ def heartbeats(pid, proc_root=None):
     return found
 
 
+class LogFiles(list):
+    """The paths written_files found (a list), with ``owner``: the uid the process runs as, None when unknown.
+
+    LogWatch reads a log only when it is owned by that user or root.
+    """
+
+    owner = None
+
+
 def written_files(pid, proc_root=None):
     """Regular files the process holds open for writing (its log files), by path; empty when not readable.
 
-    Root that /proc denies reads the descriptors as the process's owner (see _guarded); GunicornError
-    when that fails too.
+    A LogFiles: its ``owner`` is the process's uid, for LogWatch. Root that /proc denies reads the descriptors
+    as the process's owner (see _guarded); GunicornError when that fails too.
     """
     proc_root = proc_root or PROC
+    paths = LogFiles()
     try:
         targets = _guarded(pid, 'fd and fdinfo', lambda: _written_targets(pid, proc_root), proc_root)
     except OSError:
-        return []
-    paths = []
+        return paths
+    owner = _proc.process_owner(pid, proc_root)
+    paths.owner = owner[0] if owner is not None else None
     for target in targets:
         if os.path.isfile(target) and target not in paths:
             paths.append(target)
@@ -488,6 +500,60 @@ def pending_upgrade(master, pidfile):
     return None
 
 
+class PendingUpgrade:
+    """An upgrade started by USR2 and neither finished nor aborted: the old master and the new one, both proven.
+
+    ``named`` is the PID the pidfile named when it was found (the old master, or the new one when an earlier
+    run handed the pidfile over). ``old_stopping``: the old master no longer holds the listening sockets it
+    shares with the new one, which gunicorn's master closes first when it is told to stop (TERM, QUIT): it
+    is leaving, and only finishing the upgrade leaves a master.
+    """
+
+    def __init__(self, old, new, named, old_stopping):
+        self.old = old
+        self.new = new
+        self.named = named
+        self.old_stopping = old_stopping
+
+
+def find_pending_upgrade(master, pidfile, proc_root=None):
+    """The PendingUpgrade ``master`` (as identify_master proved it from ``pidfile``) belongs to, or None.
+
+    Proven from both sides before anything may be signalled: the new master is a live gunicorn process, a child
+    of the old one, exec'd with GUNICORN_PID naming it (so the old master lists it among its upgrade children),
+    and ``<pidfile>.2`` names it, as gunicorn writes it when such a master starts. GunicornError says which
+    proof failed.
+    """
+    proc_root = proc_root or PROC
+    if master.upgrading_from:
+        old, new = inspect_master(master.upgrading_from, proc_root), master
+        if old is None:
+            raise GunicornError('pidfile=%s names the new master %d of an upgrade, whose old master %d exited while '
+                                'it was inspected' % (pidfile, master.pid, master.upgrading_from))
+    elif master.upgrade_children:
+        old, new = master, inspect_master(master.upgrade_children[0], proc_root)
+        if new is None:
+            raise GunicornError('the new master %d of the pending upgrade of master %d exited while it was inspected'
+                                % (master.upgrade_children[0], master.pid))
+    else:
+        return None
+    if new.pid not in old.upgrade_children or new.upgrading_from != old.pid:
+        raise GunicornError('pid %d (%s) is not a new master started by USR2 from master %d'
+                            % (new.pid, new.describe(), old.pid))
+    upgrade_pidfile = pidfile + '.2'
+    try:
+        named = read_pidfile('upgrade pidfile', upgrade_pidfile)
+    except GunicornError as exc:
+        raise GunicornError('new master %d runs beside master %d, but it cannot be proven to be this instance\'s: '
+                            '%s' % (new.pid, old.pid, exc))
+    if named != new.pid:
+        raise GunicornError('new master %d runs beside master %d, but %s names pid %d, not it: it cannot be proven '
+                            'to be this instance\'s' % (new.pid, old.pid, upgrade_pidfile, named))
+    new_sockets = socket_inodes(new.pid, proc_root)
+    old_stopping = bool(new_sockets) and not (new_sockets & socket_inodes(old.pid, proc_root))
+    return PendingUpgrade(old, new, master.pid, old_stopping)
+
+
 def stale_upgrade_pidfile(pidfile, proc_root=None):
     """A message when ``<pidfile>.2`` names a live process that is not a gunicorn master, else None.
 
@@ -580,9 +646,21 @@ def find_version(master, proc_root=None):
 # ---------------------------------------------------------------- log
 
 class LogWatch:
-    """Remembers where the master's log files end, to return only what was written afterwards."""
+    """Remembers where the master's log files end, to return only what was written afterwards.
 
-    def __init__(self, paths):
+    The logs and their directory belong to the app's user, who can put a FIFO (it would block the reader) or a
+    symlink (to a file only root may read, whose lines would be returned in log_tail) in a log's place. A log is
+    opened without following a symlink and without blocking, and read only when the descriptor is a regular file
+    owned by the master's user or root. Otherwise ``notes`` says why, and new_lines gives that note instead of the
+    log's lines, never what the file holds.
+    """
+
+    def __init__(self, paths, owner=None):
+        # The master's uid: given, else the one written_files found, else (unknown) this process's own.
+        if owner is None:
+            owner = getattr(paths, 'owner', None)
+        self.owner = os.geteuid() if owner is None else owner
+        self.notes = {}
         self.offsets = {}
         for path in paths:
             try:
@@ -596,16 +674,68 @@ class LogWatch:
                 self.offsets[path] = 0 if not os.path.exists(path) else os.path.getsize(path)
 
     def new_lines(self, limit=65536):
+        """The lines written since the watch began (the last ``limit`` bytes of each log at most), then one note
+        line per log that failed its checks (also in ``notes``, by path)."""
         lines = []
+        self.notes = {}
         for path, offset in self.offsets.items():
             try:
-                with open(path, 'rb') as handle:
+                handle = os.fdopen(open_log(path, self.owner), 'rb')
+            except GunicornError as exc:
+                self.notes[path] = str(exc)
+                continue
+            except (IOError, OSError):
+                continue  # gone (rotated away) or unreadable: nothing to show
+            try:
+                with handle:
                     size = os.fstat(handle.fileno()).st_size
                     handle.seek(max(offset, size - limit) if size >= offset else 0)
                     lines.extend(handle.read(limit).decode('utf-8', 'replace').splitlines())
             except (IOError, OSError):
                 continue
-        return lines
+        return lines + ['[graceful.wsgi] %s' % self.notes[path] for path in sorted(self.notes)]
+
+
+def open_log(path, owner):
+    """A read-only descriptor of the log file ``path``, opened without following a symlink or blocking.
+
+    GunicornError naming the path and what it is instead, when it is not a regular file owned by ``owner``
+    (the master's uid) or root; OSError when it cannot be opened (gone, permission).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        # ELOOP: the last component is a symlink; ENXIO: a socket. lstat tells which.
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and (stat.S_ISLNK(mode) or stat.S_ISSOCK(mode)):
+            raise GunicornError('log file %s not read: it is %s, not a regular file' % (path, _file_kind(mode)))
+        raise
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise GunicornError('log file %s not read: it is %s, not a regular file'
+                                % (path, _file_kind(status.st_mode)))
+        if status.st_uid not in (owner, 0):
+            raise GunicornError('log file %s not read: it is owned by uid %d, neither the gunicorn master\'s user '
+                                '(uid %d) nor root' % (path, status.st_uid, owner))
+    except Exception:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _file_kind(mode):
+    for test, name in ((stat.S_ISLNK, 'a symbolic link (not followed)'), (stat.S_ISFIFO, 'a FIFO'),
+                       (stat.S_ISSOCK, 'a socket'), (stat.S_ISDIR, 'a directory'),
+                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return name
+    return 'of file type %o' % stat.S_IFMT(mode)
 
 
 def shows_exit(lines):

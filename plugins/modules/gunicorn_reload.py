@@ -45,6 +45,22 @@ description:
     gunicorn version from 20.1 to 27 and needs no hook or setting. gunicorn 27's control socket is not used.
     Its default path is shared by every master of a user, including the two of an upgrade, and its C(booted)
     flag reads false for sync workers that serve.
+  - An upgrade an earlier run left pending (C(USR2) sent, the new master running beside the old one, which was
+    not stopped or has not exited yet) makes the task fail, naming both masters, unless
+    O(pending_upgrade=settle). The module then settles it before the reload O(mode) asks for. It finishes the
+    upgrade when every worker of the new master boots within O(timeout), which is the proof an upgrade waits
+    for, and aborts it otherwise. Finishing is the upgrade's own end. The pidfile is handed over to the new
+    master (unless the earlier run did so), the old master gets C(TERM), the module waits for it to exit and
+    for the new master's promotion, and under systemd for C(MainPID) to name the new master. Aborting makes the
+    pidfile name the old master again (when the earlier run had handed it over), sends C(TERM) to the new
+    master, waits for it and its workers to exit (C(QUIT) after 35 seconds, as an aborted upgrade does) and
+    removes C(<pidfile>.2). The old master keeps serving untouched.
+  - An old master that was already told to stop (it closed the listening sockets it shares with the new
+    master) leaves finishing as the only choice, whatever the new workers do.
+  - Before settling, the new master is proven from both sides. It must be a live gunicorn process, a child of
+    the old master, exec'd with C(GUNICORN_PID) naming it, and C(<pidfile>.2) must name it. Otherwise the task
+    fails and nothing is signalled. Each signal goes only to a master whose PID still has the start time it had
+    when it was proven.
 author:
   - graceful.wsgi maintainers (@graceful-wsgi)
 extends_documentation_fragment:
@@ -56,6 +72,10 @@ attributes:
     details:
       - Proves the master's identity and checks for a pending upgrade, then reports the signal it would send;
         sends nothing and writes nothing (no pidfile handover).
+      - With O(pending_upgrade=settle) and an upgrade pending, it reports whether it would finish or abort that
+        upgrade, from one look at the new master's workers (RV(pending_settled), RV(pending_detail)). A new
+        master whose workers have not all booted yet is reported as to be aborted unless they boot within
+        O(timeout).
   diff_mode:
     support: none
 options:
@@ -73,9 +93,24 @@ options:
       - V(upgrade) starts a new master and workers beside the old ones (C(USR2)), stops the old master
         (C(TERM)) only when every new worker booted, and waits until the new master is promoted. It serves with
         the old workers until the new ones are ready and keeps the old master when the release is broken.
+      - V(none) sends no reload signal. With O(pending_upgrade=settle) the module settles a pending upgrade and
+        stops there; otherwise it only proves the master's identity.
     type: str
-    choices: [hup, upgrade]
+    choices: [hup, upgrade, none]
     default: hup
+  pending_upgrade:
+    description:
+      - What to do when an upgrade is pending, started by C(USR2) and neither finished nor aborted (an earlier run
+        was interrupted, or someone sent C(USR2) by hand).
+      - V(fail) fails the task naming both masters and signals nothing.
+      - V(settle) finishes that upgrade when every worker of the new master boots within O(timeout), and aborts it
+        otherwise (see the description). Then the reload O(mode) asks for runs on the master that serves, as
+        usual, with a timeout of its own; with O(mode=none) nothing more is done.
+      - Settling always waits for its proof, whatever O(wait) says. A reload cannot begin before one master is
+        proven.
+    type: str
+    choices: [fail, settle]
+    default: fail
   wait:
     description:
       - Wait for the proof. With V(false) and O(mode=hup) the module returns once C(HUP) is sent.
@@ -144,6 +179,19 @@ EXAMPLES = r'''
     pidfile: /run/myapp/gunicorn.pid
     mode: hup
 
+- name: Finish or abort an upgrade an interrupted run left pending, then upgrade to the current release
+  graceful.wsgi.gunicorn_reload:
+    pidfile: /run/myapp/gunicorn.pid
+    mode: upgrade
+    pending_upgrade: settle
+    timeout: 120
+
+- name: Only settle a pending upgrade, if there is one
+  graceful.wsgi.gunicorn_reload:
+    pidfile: /run/myapp/gunicorn.pid
+    mode: none
+    pending_upgrade: settle
+
 - name: Send HUP and return at once
   graceful.wsgi.gunicorn_reload:
     pidfile: /run/myapp/gunicorn.pid
@@ -157,7 +205,8 @@ mode:
   type: str
   sample: upgrade
 master_pid_before:
-  description: PID of the master the pidfile named before the reload.
+  description: PID of the master the pidfile named before the reload; after settling a pending upgrade, the master
+    that served once it was settled.
   returned: when the master was identified
   type: int
   sample: 4120
@@ -179,7 +228,8 @@ workers_after:
   elements: int
   sample: [4399, 4400, 4401, 4402]
 elapsed:
-  description: Seconds from the first signal to the proof of completion (or to the failure).
+  description: Seconds from the first signal to the proof of completion (or to the failure). Settling a pending
+    upgrade counts from the start of settling, its wait for the new workers included.
   returned: always
   type: float
   sample: 3.2
@@ -189,7 +239,7 @@ completed_at:
   type: float
   sample: 1795343405.18
 signals:
-  description: The signals sent, in order, as C(SIGNAL pid).
+  description: The signals sent, in order, as C(SIGNAL pid), those of settling a pending upgrade first.
   returned: always
   type: list
   elements: str
@@ -209,6 +259,33 @@ systemd_main_pid:
   returned: when O(mode=upgrade) and the master was identified
   type: int
   sample: 4398
+pending_settled:
+  description:
+    - V(finished) or V(aborted) when a pending upgrade was settled (O(pending_upgrade=settle)); null when none was
+      pending or settling failed.
+    - In check mode, what the module would do.
+  returned: always
+  type: str
+  sample: finished
+pending_detail:
+  description: What settling the pending upgrade did (or, in check mode, would do), in one sentence; null when none
+    was pending.
+  returned: always
+  type: str
+  sample: "finished the pending upgrade: new master 4398 (all 4 of its workers booted); handed pidfile=/run/myapp/gunicorn.pid
+    over to it, sent TERM to the old master 4120, which exited; the new master was promoted and serves with 4 workers"
+pending_masters:
+  description: The two masters of the pending upgrade found, as proven before anything was signalled.
+  returned: when an upgrade was pending and O(pending_upgrade=settle)
+  type: dict
+  contains:
+    old:
+      description: PID of the old master.
+      type: int
+    new:
+      description: PID of the new master started by C(USR2).
+      type: int
+  sample: {"old": 4120, "new": 4398}
 exit_code:
   description: Exit code of the workers that failed to boot, read from gunicorn's log (3 worker boot error,
     4 application import error).
@@ -695,16 +772,7 @@ class UpgradeReload(Reload):
 
     def abort(self, why):
         """Stop the new generation (TERM, then QUIT), keep the old master, and fail."""
-        new = self.new or _gunicorn.inspect_master(self.new_pid)
-        stopped = 'it had exited'
-        if new is not None and new.info.ppid == self.before.pid:
-            self.send(new, signal.SIGTERM)
-            stopped = 'stopped it (TERM)'
-            if not wait_gone(new, ABORT_GRACE_SECONDS, self.poll_interval):
-                self.send(new, signal.SIGQUIT)
-                stopped = 'stopped it (TERM, then QUIT after %ds)' % ABORT_GRACE_SECONDS
-                if not wait_gone(new, ABORT_QUIT_SECONDS, self.poll_interval):
-                    stopped = 'told it to stop (TERM, QUIT) but it is still running'
+        stopped = self.stop_new_generation(self.new or _gunicorn.inspect_master(self.new_pid))
         details, cause = self.failure_details()
         old = self.old_master_view()
         raise ReloadFailedWith(
@@ -712,6 +780,181 @@ class UpgradeReload(Reload):
             % (self.new_pid, why, stopped, self.clear_upgrade_pidfile(), self.cause_text(cause),
                old.pid, sorted(old.workers)),
             details)
+
+    def stop_new_generation(self, new):
+        """TERM the new master ``new`` (a Master, None once gone), QUIT when it outlives ABORT_GRACE_SECONDS;
+        says how it went. gunicorn's master stops its workers before it exits."""
+        if new is None or new.info.ppid != self.before.pid:
+            return 'it had exited'
+        self.send(new, signal.SIGTERM)
+        if wait_gone(new, ABORT_GRACE_SECONDS, self.poll_interval):
+            return 'stopped it (TERM)'
+        self.send(new, signal.SIGQUIT)
+        if wait_gone(new, ABORT_QUIT_SECONDS, self.poll_interval):
+            return 'stopped it (TERM, then QUIT after %ds)' % ABORT_GRACE_SECONDS
+        return 'told it to stop (TERM, QUIT) but it is still running'
+
+
+class PendingAborted(Exception):
+    """The new generation of a pending upgrade cannot be finished; the message says why."""
+
+
+class SettlePending(UpgradeReload):
+    """Settles an upgrade an earlier run left pending (USR2 sent, the old master not stopped, or not gone yet).
+
+    Finishes it when the new master's workers all boot within the timeout (the readiness proof of an upgrade),
+    else aborts it. Finishing is the upgrade's own completion: the pidfile names the new master, the old master
+    gets TERM, the new one is promoted, systemd follows it. Aborting makes the pidfile name the old master again,
+    stops the new generation (TERM) and removes ``<pidfile>.2``; the old master keeps serving. An old master that
+    was already told to stop leaves finishing as the only choice. Signals go only to the two masters
+    _gunicorn.find_pending_upgrade proved, each checked again just before (same PID, same start time).
+    """
+
+    def __init__(self, module, pending):
+        super(SettlePending, self).__init__(module, pending.old)
+        self.pending = pending
+        self.proven_new = pending.new
+        self.new_pid = pending.new.pid
+        self.new = pending.new
+
+    def settle(self):
+        """('finished' or 'aborted', a sentence, the Master serving afterwards). ReloadFailed or WaitTimeout when
+        neither could be proven; the message names the step."""
+        self.watch_systemd()
+        self.deadline = Deadline(self.params['timeout'])
+        if self.pending.old_stopping:
+            return self.finish_pending('the old master %d had already been told to stop (it closed its listening '
+                                       'sockets), so only finishing leaves a master' % self.before.pid)
+        try:
+            ready = self.poll(self.probe_new_ready, self.describe_new_not_ready)
+        except WaitTimeout as exc:
+            return self.abort_pending('its workers did not all boot within timeout=%ss (%s)'
+                                      % (self.params['timeout'], exc))
+        except PendingAborted as exc:
+            return self.abort_pending(str(exc))
+        self.new = ready
+        return self.finish_pending('all %d of its workers booted' % len(ready.workers))
+
+    # ------------------------------------------------------------ deciding: the readiness proof of an upgrade
+
+    def probe_new_ready(self):
+        if not _gunicorn.same_process(self.proven_new):
+            self.fail_new_generation('exited before its workers booted')
+        return super(SettlePending, self).probe_new_ready()
+
+    def fail_new_generation(self, how):
+        raise PendingAborted('it %s' % how)
+
+    def abort(self, why):
+        raise PendingAborted(why)
+
+    # ------------------------------------------------------------ finishing
+
+    def finish_pending(self, why):
+        if self.pending.old_stopping:
+            told = 'the old master %d had been told to stop before' % self.before.pid
+            try:
+                if self.pidfile_names() == self.before.pid:
+                    self.hand_over_pidfile()
+            except (ReloadFailed, PidfileHandoverFailed) as exc:
+                self.module.warn('the old master %d is stopping and pidfile=%s could not be handed over to the new '
+                                 'master %d: %s' % (self.before.pid, self.pidfile, self.new_pid, exc))
+        else:
+            told = 'sent TERM to the old master %d' % self.before.pid
+            try:
+                self.send(self.before, signal.SIGTERM, prepare=self.name_new_master)
+            except PidfileHandoverFailed as exc:
+                return self.abort_pending(str(exc))
+        try:
+            promoted = self.poll(self.probe_promoted, self.describe_not_promoted)
+        except WaitTimeout as exc:
+            raise ReloadFailed('finishing it, the new master %d was not promoted within timeout=%ss: %s'
+                               % (self.new_pid, self.params['timeout'], exc))
+        if self.unit is not None:
+            self.wait_systemd_follows(promoted)
+        return 'finished', ('finished the pending upgrade: new master %d (%s); %s%s, which exited; the new master '
+                            'was promoted and serves with %d workers%s'
+                            % (self.new_pid, why, 'handed pidfile=%s over to it, ' % self.pidfile
+                               if self.pidfile_handover else '', told, len(promoted.workers),
+                               self.systemd_summary())), promoted
+
+    def pidfile_names(self):
+        try:
+            return _gunicorn.read_pidfile('pidfile', self.pidfile)
+        except _gunicorn.GunicornError:
+            return None
+
+    def name_new_master(self):
+        """Just before TERM to the old master: the pidfile names the new one (handed over by an earlier run, or
+        now)."""
+        if self.pidfile_names() != self.new_pid:
+            self.hand_over_pidfile()
+
+    # ------------------------------------------------------------ aborting
+
+    def abort_pending(self, why):
+        restored = self.restore_pidfile()
+        new = _gunicorn.reinspect(self.proven_new)
+        workers = dict((pid, _gunicorn.start_ticks(pid)) for pid in (new.workers if new else ()))
+        stopped = self.stop_new_generation(new)
+        if new is not None and not _gunicorn.is_gone(new):
+            raise ReloadFailed('aborting it, new master %d: %s; %s' % (self.new_pid, why, stopped))
+        self.wait_workers_gone(workers)
+        cleared = self.clear_upgrade_pidfile()
+        _exit_code, cause = self.log_verdict()
+        old = self.old_master_view()
+        return 'aborted', ('aborted the pending upgrade: new master %d: %s%s; %s%s%s. The old master %d serves with '
+                           'workers %s' % (self.new_pid, why, '. Cause: %s' % cause if cause else '', restored,
+                                           stopped, cleared, old.pid, sorted(old.workers))), old
+
+    def restore_pidfile(self):
+        """Before the new master is stopped: the pidfile names the old master, again if an earlier run had handed
+        it over."""
+        named = self.pidfile_names()
+        if named == self.before.pid:
+            return ''
+        if named != self.new_pid:
+            raise ReloadFailed('aborting it, pidfile=%s names %s, neither the old master %d nor the new master %d; '
+                               'nothing was stopped' % (self.pidfile, 'pid %d' % named if named else 'no PID',
+                                                        self.before.pid, self.new_pid))
+        try:
+            _gunicorn.hand_over_pidfile(self.pidfile, self.before.pid)
+        except (IOError, OSError) as exc:
+            raise ReloadFailed('aborting it, pidfile=%s could not be made to name the old master %d again (%s), so '
+                               'the new master %d was not stopped' % (self.pidfile, self.before.pid, exc, self.new_pid))
+        return 'pidfile=%s names the old master %d again, ' % (self.pidfile, self.before.pid)
+
+    def wait_workers_gone(self, workers):
+        """Wait until the workers of the stopped new master ({pid: start ticks}) are gone too."""
+        def left():
+            return sorted(pid for pid, started in workers.items()
+                          if _gunicorn.is_running(pid) and _gunicorn.start_ticks(pid) == started)
+
+        try:
+            poll(lambda: None if left() else True, Deadline(ABORT_QUIT_SECONDS), self.poll_interval,
+                 describe=lambda: 'workers %s of the stopped new master %d still run' % (left(), self.new_pid))
+        except WaitTimeout as exc:
+            raise ReloadFailed('aborting it, %s %gs after it exited' % (exc, ABORT_QUIT_SECONDS))
+
+
+def predict_settle(pending, pidfile, timeout):
+    """Check mode: ('finished' or 'aborted', a sentence) from one look, signalling nothing."""
+    old, new = pending.old, pending.new
+    if pending.old_stopping:
+        return 'finished', ('would finish the pending upgrade: the old master %d has already been told to stop, so '
+                            'only finishing leaves a master; would wait for the new master %d to be promoted'
+                            % (old.pid, new.pid))
+    booted, total = len(new.booted()), len(new.workers)
+    if total and booted == total:
+        return 'finished', ('would finish the pending upgrade: new master %d booted all %d of its workers; would '
+                            '%ssend TERM to the old master %d and wait for the promotion'
+                            % (new.pid, total, 'hand pidfile=%s over to it, ' % pidfile if pending.named == old.pid
+                               else '', old.pid))
+    return 'aborted', ('would abort the pending upgrade unless the workers of new master %d all boot within '
+                       'timeout=%ss (%d of %d booted now): would %ssend TERM to the new master and keep the old '
+                       'master %d'
+                       % (new.pid, timeout, booted, total, 'make pidfile=%s name the old master again, ' % pidfile
+                          if pending.named == new.pid else '', old.pid))
 
 
 class ReloadFailedWith(ReloadFailed):
@@ -733,7 +976,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             pidfile=dict(type='path', required=True),
-            mode=dict(type='str', default='hup', choices=['hup', 'upgrade']),
+            mode=dict(type='str', default='hup', choices=['hup', 'upgrade', 'none']),
+            pending_upgrade=dict(type='str', default='fail', choices=['fail', 'settle']),
             wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=300),
             poll_interval=dict(type='float', default=0.1),
@@ -743,7 +987,7 @@ def main():
     params = module.params
     mode = params['mode']
     pidfile = params['pidfile']
-    result = dict(changed=False, mode=mode, signals=[], elapsed=0.0)
+    result = dict(changed=False, mode=mode, signals=[], elapsed=0.0, pending_settled=None, pending_detail=None)
     if mode == 'upgrade':
         result['pidfile_handover'] = False
     if params['timeout'] <= 0:
@@ -751,15 +995,41 @@ def main():
     if params['poll_interval'] <= 0:
         module.fail_json(msg='poll_interval=%s: must be positive' % params['poll_interval'], **result)
 
+    pending = refusal = None
     try:
         master = _gunicorn.identify_master(pidfile)
-        result.update(master_pid_before=master.pid, master_pid=master.pid, workers_before=sorted(master.workers))
-        if mode == 'upgrade':
-            result.update(systemd_unit=service_of(master.pid), systemd_main_pid=None)
-        pending = _gunicorn.pending_upgrade(master, pidfile)
-        if pending:
-            raise _gunicorn.GunicornError(pending)
-        if mode == 'upgrade':
+        describe_master(result, master, mode)
+        refusal = _gunicorn.pending_upgrade(master, pidfile)
+        if refusal and params['pending_upgrade'] == 'fail':
+            raise _gunicorn.GunicornError(refusal)
+        if refusal:
+            pending = _gunicorn.find_pending_upgrade(master, pidfile)
+            if pending is None:
+                raise _gunicorn.GunicornError(refusal)
+    except _gunicorn.GunicornError as exc:
+        module.fail_json(msg='%s%s; nothing was signalled' % ('cannot settle the pending upgrade: '
+                                                              if params['pending_upgrade'] == 'settle' and refusal
+                                                              else '', exc), **result)
+
+    settled = ([], 0.0)  # the signals and seconds of settling a pending upgrade
+    if pending is not None:
+        master, settled = settle_pending(module, pending, result)
+    # Every message after settling starts with what settling did.
+    said = (lambda text: '%s; then %s' % (result['pending_detail'], text)) if pending is not None else (lambda text: text)
+    if mode == 'none':
+        result['msg'] = result['pending_detail'] or ('gunicorn master %d (pidfile=%s) has no upgrade pending; mode=none: '
+                                                     'nothing to do' % (master.pid, pidfile))
+        module.exit_json(**result)
+
+    try:
+        if pending is not None and not module.check_mode:
+            # The master that serves now: the new one when the upgrade was finished, the old one when aborted.
+            master = _gunicorn.identify_master(pidfile)
+            describe_master(result, master, mode)
+            refusal = _gunicorn.pending_upgrade(master, pidfile)
+            if refusal:
+                raise _gunicorn.GunicornError(refusal)
+        if mode == 'upgrade' and not (pending is not None and module.check_mode):
             stale = _gunicorn.stale_upgrade_pidfile(pidfile)
             if stale:
                 raise _gunicorn.GunicornError(stale)
@@ -767,7 +1037,8 @@ def main():
             raise _gunicorn.GunicornError('pidfile=%s names %s, a gunicorn master without workers (starting or '
                                           'stopping)' % (pidfile, master.describe()))
     except _gunicorn.GunicornError as exc:
-        module.fail_json(msg='%s; nothing was signalled' % exc, **result)
+        module.fail_json(msg=said('%s; no %s signal was sent' % (exc, mode) if pending is not None
+                                  else '%s; nothing was signalled' % exc), **result)
 
     result['changed'] = True
     signal_name = 'USR2' if mode == 'upgrade' else 'HUP'
@@ -778,33 +1049,34 @@ def main():
                          'the old one')
         if params['wait']:
             steps.append('wait for proof')
-        result['msg'] = 'would %s' % ', then '.join(steps)
+        result['msg'] = said('would %s' % ', then '.join(steps))
         module.exit_json(**result)
 
     try:
         driver = (UpgradeReload if mode == 'upgrade' else HupReload)(module, master)
     except _gunicorn.GunicornError as exc:
-        result['changed'] = False
-        module.fail_json(msg='%s; nothing was signalled' % exc, **result)
+        result['changed'] = pending is not None
+        module.fail_json(msg=said('%s; no %s signal was sent' % (exc, mode) if pending is not None
+                                  else '%s; nothing was signalled' % exc), **result)
     try:
         final = driver.run(params['wait'])
     except ReloadFailedWith as exc:
-        finish(result, driver)
+        finish(result, driver, settled)
         result.update(exc.details)
-        module.fail_json(msg='%s failed after %.1fs: %s' % (mode, result['elapsed'], exc), **result)
+        module.fail_json(msg=said('%s failed after %.1fs: %s' % (mode, result['elapsed'], exc)), **result)
     except ReloadFailed as exc:
-        finish(result, driver)
-        module.fail_json(msg='%s failed after %.1fs: %s' % (mode, result['elapsed'], exc), **result)
+        finish(result, driver, settled)
+        module.fail_json(msg=said('%s failed after %.1fs: %s' % (mode, result['elapsed'], exc)), **result)
     except WaitTimeout as exc:
-        finish(result, driver)
+        finish(result, driver, settled)
         details, _cause = driver.failure_details()
         result.update(details)
-        module.fail_json(msg='%s not complete after timeout=%ss: %s' % (mode, params['timeout'], exc), **result)
+        module.fail_json(msg=said('%s not complete after timeout=%ss: %s' % (mode, params['timeout'], exc)), **result)
     except (OSError, _gunicorn.GunicornError) as exc:
-        finish(result, driver)
-        module.fail_json(msg='%s failed after %.1fs: %s' % (mode, result['elapsed'], exc), **result)
+        finish(result, driver, settled)
+        module.fail_json(msg=said('%s failed after %.1fs: %s' % (mode, result['elapsed'], exc)), **result)
 
-    finish(result, driver)
+    finish(result, driver, settled)
     if final is None:
         result['msg'] = 'HUP sent to gunicorn master %d; not waiting for proof' % master.pid
     elif not params['wait']:
@@ -815,16 +1087,58 @@ def main():
         result.update(master_pid=final.pid, workers_after=sorted(final.workers), completed_at=time.time())
         if mode == 'upgrade':
             result['msg'] = 'upgrade complete, master %d -> %d, %d workers booted in %.2fs%s' % (
-                master.pid, final.pid, len(final.workers), result['elapsed'], driver.systemd_summary())
+                master.pid, final.pid, len(final.workers), result['elapsed'] - settled[1], driver.systemd_summary())
         else:
             result['msg'] = 'hup complete, master %d, %d workers replaced and booted in %.2fs' % (
-                final.pid, len(final.workers), result['elapsed'])
+                final.pid, len(final.workers), result['elapsed'] - settled[1])
+    result['msg'] = said(result['msg'])
     module.exit_json(**result)
 
 
-def finish(result, driver):
+def describe_master(result, master, mode):
+    result.update(master_pid_before=master.pid, master_pid=master.pid, workers_before=sorted(master.workers))
+    if mode == 'upgrade':
+        result.update(systemd_unit=service_of(master.pid), systemd_main_pid=None)
+
+
+def settle_pending(module, pending, result):
+    """Settle the pending upgrade (SettlePending), or in check mode say how, signalling nothing.
+
+    Returns the master serving afterwards (in check mode, the one that would) and (signals, seconds) of settling;
+    fails the module when settling cannot be proven.
+    """
+    params = module.params
+    result.update(changed=True, pending_masters=dict(old=pending.old.pid, new=pending.new.pid))
+    if module.check_mode:
+        decision, detail = predict_settle(pending, params['pidfile'], params['timeout'])
+        result.update(pending_settled=decision, pending_detail=detail)
+        return (pending.new if decision == 'finished' else pending.old), ([], 0.0)
+    try:
+        driver = SettlePending(module, pending)
+    except _gunicorn.GunicornError as exc:
+        result['changed'] = False
+        module.fail_json(msg='cannot settle the pending upgrade: %s; nothing was signalled' % exc, **result)
+    failure = None
+    try:
+        decision, detail, serving = driver.settle()
+    except ReloadFailedWith as exc:
+        result.update(exc.details)
+        failure = str(exc)
+    except (ReloadFailed, WaitTimeout, OSError, _gunicorn.GunicornError) as exc:
+        failure = str(exc)
     result['signals'] = list(driver.signals)
     result['elapsed'] = round(driver.deadline.elapsed(), 3) if driver.deadline else 0.0
+    if failure is not None:
+        result['changed'] = bool(driver.signals) or driver.pidfile_handover
+        module.fail_json(msg='settling the pending upgrade (old master %d, new master %d) failed after %.1fs: %s'
+                         % (pending.old.pid, pending.new.pid, result['elapsed'], failure), **result)
+    result.update(pending_settled=decision, pending_detail=detail, master_pid=serving.pid)
+    return serving, (list(driver.signals), result['elapsed'])
+
+
+def finish(result, driver, settled=([], 0.0)):
+    result['signals'] = settled[0] + list(driver.signals)
+    result['elapsed'] = round(settled[1] + (driver.deadline.elapsed() if driver.deadline else 0.0), 3)
     if isinstance(driver, UpgradeReload):
         result.update(pidfile_handover=driver.pidfile_handover, systemd_unit=driver.systemd_unit,
                       systemd_main_pid=driver.systemd_main_pid)

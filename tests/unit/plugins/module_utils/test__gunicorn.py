@@ -8,6 +8,7 @@ __metaclass__ = type
 
 import errno
 import os
+import socket
 import tempfile
 import time
 
@@ -222,6 +223,81 @@ def test_log_watch_returns_only_what_was_written_afterwards(tmp_path):
     assert watch.new_lines() == ['new line']
     log.write_text('rotated\n')  # truncated: read from the start
     assert watch.new_lines() == ['rotated']
+
+
+def test_written_files_carry_the_uid_of_the_process_for_the_log_watch(tmp_path):
+    log = tmp_path / 'error.log'
+    with open(str(log), 'a'):
+        found = _gunicorn.written_files(os.getpid())
+    assert str(log) in found and found.owner == os.geteuid()
+    assert _gunicorn.LogWatch(found).owner == os.geteuid()
+    assert _gunicorn.LogWatch(found, owner=1234).owner == 1234
+
+
+@pytest.mark.timeout(5)
+def test_log_watch_notes_a_fifo_at_once_instead_of_blocking(tmp_path):
+    log = tmp_path / 'gunicorn.log'
+    log.write_text('old line\n')
+    watch = _gunicorn.LogWatch([str(log)])
+    log.unlink()
+    os.mkfifo(str(log), 0o600)
+    started = time.monotonic()
+    assert watch.new_lines() == ['[graceful.wsgi] log file %s not read: it is a FIFO, not a regular file' % log]
+    assert time.monotonic() - started < 1.0
+    assert watch.notes == {str(log): 'log file %s not read: it is a FIFO, not a regular file' % log}
+
+
+def test_log_watch_never_follows_a_symlink_nor_shows_what_it_points_to(tmp_path):
+    secret = tmp_path / 'shadow'
+    secret.write_text('root:$y$j9T$secret:19000:0:99999:7:::\n')
+    log = tmp_path / 'gunicorn.log'
+    log.write_text('')
+    watch = _gunicorn.LogWatch([str(log)])
+    log.unlink()
+    log.symlink_to(secret)
+    lines = watch.new_lines()
+    assert lines == ['[graceful.wsgi] log file %s not read: it is a symbolic link (not followed), not a regular '
+                     'file' % log]
+    assert 'secret' not in ' '.join(lines)
+    # A note is no cause: it is never taken for gunicorn's own error or exit.
+    assert _gunicorn.summarize_log(lines) == (None, None) and not _gunicorn.shows_exit(lines)
+
+
+def test_log_watch_reads_only_logs_of_the_masters_user_or_root(tmp_path):
+    log = tmp_path / 'gunicorn.log'
+    log.write_text('')
+    watch = _gunicorn.LogWatch([str(log)], owner=os.geteuid() + 1000)
+    log.write_text('line of the app\n')
+    if os.geteuid() == 0:
+        assert watch.new_lines() == ['line of the app']  # root's own file
+        os.chown(str(log), os.geteuid() + 1000, -1)
+        assert watch.new_lines() == ['line of the app']  # the master's user's
+        os.chown(str(log), os.geteuid() + 2000, -1)
+        other = os.geteuid() + 2000
+    else:
+        other = os.geteuid()
+        watch = _gunicorn.LogWatch([str(log)], owner=other + 1000)
+    lines = watch.new_lines()
+    assert lines == ["[graceful.wsgi] log file %s not read: it is owned by uid %d, neither the gunicorn master's "
+                     "user (uid %d) nor root" % (log, other, watch.owner)]
+    assert 'line of the app' not in ' '.join(lines)
+
+
+def test_log_watch_notes_a_directory_and_a_socket(tmp_path):
+    log = tmp_path / 'gunicorn.log'
+    watch = _gunicorn.LogWatch([], owner=os.geteuid())
+    watch.add([str(log)])
+    log.mkdir()
+    assert watch.new_lines() == ['[graceful.wsgi] log file %s not read: it is a directory, not a regular file' % log]
+    log.rmdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(log))
+    try:
+        assert watch.new_lines() == ['[graceful.wsgi] log file %s not read: it is a socket, not a regular file' % log]
+    finally:
+        server.close()
+    os.unlink(str(log))
+    assert watch.new_lines() == [] and watch.notes == {}  # gone (rotated away): nothing, no note
 
 
 def test_read_pidfile_errors_name_the_option_and_path(tmp_path):
