@@ -703,18 +703,9 @@ def open_log(path, owner):
     (the master's uid) or root; OSError when it cannot be opened (gone, permission).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        # ELOOP: the last component is a symlink; ENXIO: a socket. lstat tells which.
-        if exc.errno not in (errno.ELOOP, errno.ENXIO):
-            raise
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = None
-        if mode is not None and (stat.S_ISLNK(mode) or stat.S_ISSOCK(mode)):
-            raise GunicornError('log file %s not read: it is %s, not a regular file' % (path, _file_kind(mode)))
-        raise
+        fd = _proc.open_unfollowed(path)
+    except _proc.NotRegularFile as exc:
+        raise GunicornError('log file %s not read: it is %s, not a regular file' % (path, _file_kind(exc.mode)))
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
@@ -730,12 +721,7 @@ def open_log(path, owner):
 
 
 def _file_kind(mode):
-    for test, name in ((stat.S_ISLNK, 'a symbolic link (not followed)'), (stat.S_ISFIFO, 'a FIFO'),
-                       (stat.S_ISSOCK, 'a socket'), (stat.S_ISDIR, 'a directory'),
-                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
-        if test(mode):
-            return name
-    return 'of file type %o' % stat.S_IFMT(mode)
+    return _proc.file_kind(mode) or 'of file type %o' % stat.S_IFMT(mode)
 
 
 def shows_exit(lines):

@@ -98,24 +98,32 @@ def child_pids(pid, proc_root='/proc'):
     return sorted(found)
 
 
-def read_pidfile(path):
-    """The PID named by a pidfile; ValueError with the reason when it names none, OSError when it cannot be opened.
+class NotRegularFile(Exception):
+    """open_unfollowed found a symlink or a socket where a file should be; ``mode`` is what lstat says."""
 
-    The pidfile's directory may belong to the application's user, who can put anything in its place: it is opened
-    without following a symlink and without blocking (a FIFO blocks its reader until a writer comes), read only when
-    it is a regular file, and what it holds is never shown (it could be another file's content).
+    def __init__(self, path, mode):
+        super(NotRegularFile, self).__init__(path)
+        self.mode = mode
+
+
+def file_kind(mode):
+    """What a file of this mode is, in words (a FIFO, a symbolic link (not followed)...); None for another type."""
+    for test, name in ((stat.S_ISLNK, 'a symbolic link (not followed)'), (stat.S_ISFIFO, 'a FIFO'),
+                       (stat.S_ISSOCK, 'a socket'), (stat.S_ISDIR, 'a directory'),
+                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return name
+    return None
+
+
+def open_unfollowed(path):
+    """A read-only descriptor of ``path``, opened without following a symlink and without blocking on a FIFO.
+
+    NotRegularFile when the open fails because ``path`` is a symlink (ELOOP) or a socket (ENXIO); other OSErrors
+    as they come. The caller still checks the descriptor (fstat) for what it may read.
     """
-
-    def not_regular(mode):
-        for test, name in ((stat.S_ISLNK, 'a symbolic link (not followed)'), (stat.S_ISFIFO, 'a FIFO'),
-                           (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
-                           (stat.S_ISBLK, 'a block device')):
-            if test(mode):
-                return ValueError('it is %s, not a regular file' % name)
-        return ValueError('it is not a regular file (file type %o)' % stat.S_IFMT(mode))
-
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         # ELOOP: the last component is a symlink; ENXIO: a socket. lstat tells which.
         if exc.errno not in (errno.ELOOP, errno.ENXIO):
@@ -125,8 +133,28 @@ def read_pidfile(path):
         except OSError:
             mode = None
         if mode is not None and (stat.S_ISLNK(mode) or stat.S_ISSOCK(mode)):
-            raise not_regular(mode)
+            raise NotRegularFile(path, mode)
         raise
+
+
+def read_pidfile(path):
+    """The PID named by a pidfile; ValueError with the reason when it names none, OSError when it cannot be opened.
+
+    The pidfile's directory may belong to the application's user, who can put anything in its place: it is opened
+    without following a symlink and without blocking (a FIFO blocks its reader until a writer comes), read only when
+    it is a regular file, and what it holds is never shown (it could be another file's content).
+    """
+
+    def not_regular(mode):
+        kind = file_kind(mode)
+        if kind:
+            return ValueError('it is %s, not a regular file' % kind)
+        return ValueError('it is not a regular file (file type %o)' % stat.S_IFMT(mode))
+
+    try:
+        fd = open_unfollowed(path)
+    except NotRegularFile as exc:
+        raise not_regular(exc.mode)
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
@@ -158,6 +186,11 @@ def read_environ(pid, proc_root='/proc'):
             raw = handle.read()
     except (IOError, OSError):
         return {}
+    return parse_environ(raw)
+
+
+def parse_environ(raw):
+    """{name: value} from the NUL-separated bytes of /proc/PID/environ; entries without '=' are skipped."""
     environ = {}
     for entry in raw.split(b'\0'):
         key, sep, value = entry.partition(b'=')
@@ -325,12 +358,7 @@ def read_environ_or_raise(pid, proc_root='/proc'):
         if is_denied(exc):
             raise
         return None
-    environ = {}
-    for entry in raw.split(b'\0'):
-        key, sep, value = entry.partition(b'=')
-        if sep:
-            environ[key.decode('utf-8', 'replace')] = value.decode('utf-8', 'replace')
-    return environ
+    return parse_environ(raw)
 
 
 def process_owner(pid, proc_root='/proc'):
