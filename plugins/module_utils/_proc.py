@@ -421,6 +421,8 @@ def read_as_owner(pid, what, reader, proc_root='/proc', timeout=None, denied=Non
         raise OwnerReadError(prefix + ', and it runs as root, so reading it as its owner cannot help: give the '
                              'module CAP_SYS_PTRACE')
     if not dumpable:
+        if is_exiting(pid, proc_root):
+            raise _gone(pid)
         raise OwnerReadError(
             prefix + ', and its owner (uid %d) may not either: it changed its user itself after it started, so the '
             'kernel counts it as not dumpable. Give the module CAP_SYS_PTRACE, or start the server as its user '
@@ -430,6 +432,8 @@ def read_as_owner(pid, what, reader, proc_root='/proc', timeout=None, denied=Non
     except OwnerReadError as exc:
         raise OwnerReadError('%s, and reading it as its owner (uid %d, gid %d) %s' % (prefix, uid, gid, exc))
     except (IOError, OSError) as exc:
+        if is_denied(exc) and (is_exiting(pid, proc_root) or start_ticks(pid, proc_root) != started):
+            raise _gone(pid)
         if is_denied(exc):
             raise OwnerReadError('%s, and its owner (uid %d, gid %d) may not read it either (%s)'
                                  % (prefix, uid, gid, exc.strerror or exc))
@@ -437,6 +441,20 @@ def read_as_owner(pid, what, reader, proc_root='/proc', timeout=None, denied=Non
     if start_ticks(pid, proc_root) != started:
         raise _gone(pid)
     return value
+
+
+def is_exiting(pid, proc_root='/proc'):
+    """Whether a process is gone, a zombie, or has released its memory on its way out.
+
+    Once it has, the kernel shows its /proc/PID/fd, environ and cwd as root's: its owner is denied them, which
+    is the process exiting (a worker replaced during a reload), not a hidden one. /proc/PID/status is readable
+    by everyone and lists the Vm* lines only while the process has its memory.
+    """
+    text = read_text(os.path.join(proc_root, str(pid), 'status'))
+    if text is None:
+        return True
+    fields = dict(line.partition(':')[::2] for line in text.splitlines())
+    return fields.get('State', '').strip()[:1] in ('Z', 'X') or 'VmSize' not in fields
 
 
 def _gone(pid):

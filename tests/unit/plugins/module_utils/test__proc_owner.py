@@ -21,12 +21,19 @@ PID = 4321
 NOBODY = 65534
 
 
-def fake_process(root, pid=PID, start=777):
-    """A /proc/PID with the stat the owner read looks at."""
+LIVE_STATUS = 'Name:\tgunicorn\nState:\tS (sleeping)\nPid:\t%d\nVmSize:\t  27712 kB\nVmRSS:\t  21300 kB\n' % PID
+# What /proc/PID/status says once the process released its memory on its way out: no Vm* lines.
+EXITING_STATUS = 'Name:\tgunicorn\nState:\tR (running)\nPid:\t%d\nThreads:\t1\n' % PID
+ZOMBIE_STATUS = 'Name:\tgunicorn\nState:\tZ (zombie)\nPid:\t%d\n' % PID
+
+
+def fake_process(root, pid=PID, start=777, status=LIVE_STATUS):
+    """A /proc/PID with the stat and status the owner read looks at."""
     base = root / str(pid)
     base.mkdir(parents=True, exist_ok=True)
     fields = ['S', '1'] + ['0'] * 17 + [str(start)] + ['0'] * 10
     (base / 'stat').write_text('%d (gunicorn) %s\n' % (pid, ' '.join(fields)))
+    (base / 'status').write_text(status)
     return str(root)
 
 
@@ -121,6 +128,30 @@ def test_the_owner_denied_too_is_an_error_naming_both(monkeypatch, tmp_path):
         _proc.read_guarded(PID, 'cwd', never, fake_process(tmp_path))
     assert str(caught.value) == ('cannot read cwd of pid %d: root may not without CAP_SYS_PTRACE (Permission denied), '
                                  'and its owner (uid 1000, gid 1001) may not read it either (Permission denied)' % PID)
+
+
+@pytest.mark.parametrize('status', [EXITING_STATUS, ZOMBIE_STATUS], ids=['memory-released', 'zombie'])
+def test_a_process_exiting_while_its_owner_reads_is_gone_not_hidden(monkeypatch, tmp_path, status):
+    # A worker replaced during a reload: once its memory is released the kernel shows its fd and environ
+    # as root's, and its owner is denied them too.
+    owner = Owner(monkeypatch)
+    proc_root = fake_process(tmp_path)
+    owner.before = lambda: fake_process(tmp_path, status=status)
+
+    def denied_to_all():
+        raise OSError(errno.EACCES, 'Permission denied', '/proc/%d/environ' % PID)
+
+    with pytest.raises(OSError) as caught:
+        _proc.read_guarded(PID, 'environ and fd', denied_to_all, proc_root)
+    assert caught.value.errno == errno.ESRCH and not isinstance(caught.value, _proc.OwnerReadError)
+    assert len(owner.calls) == 1
+
+
+def test_an_exiting_process_that_looks_not_dumpable_is_gone(monkeypatch, tmp_path):
+    owner = Owner(monkeypatch, owner=(1000, 1000, False))
+    with pytest.raises(OSError) as caught:
+        _proc.read_guarded(PID, 'fd', owner.reader(), fake_process(tmp_path, status=EXITING_STATUS))
+    assert caught.value.errno == errno.ESRCH and owner.calls == []
 
 
 def test_a_pid_reused_during_the_read_is_gone_not_read(monkeypatch, tmp_path):
@@ -255,3 +286,25 @@ def test_process_owner_tells_a_process_that_changed_its_user_itself(tmp_path):
         switched.kill()
         switched.wait()
     assert _proc.process_owner(switched.pid) is None
+
+
+@root_only
+def test_a_zombie_that_nobody_may_read_is_gone_not_hidden():
+    """A worker that exited and is not reaped yet: /proc/PID/fd turns root's, so its owner is denied it too."""
+    # The parent (nobody) forks a child that exits at once, prints its PID and never reaps it.
+    script = 'import os, sys, time\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint(pid, flush=True)\ntime.sleep(30)\n'
+    parent = subprocess.Popen(['python3', '-c', script], user=NOBODY, group=NOBODY, extra_groups=[],
+                              stdout=subprocess.PIPE)
+    try:
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 5
+        while not _proc.is_exiting(zombie) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _proc.is_exiting(zombie) and _proc.process_owner(zombie)[:2] == (NOBODY, NOBODY)
+        assert not _proc.is_exiting(parent.pid)
+        with pytest.raises(OSError) as caught:
+            _proc.read_as_owner(zombie, 'fd', lambda: os.listdir('/proc/%d/fd' % zombie))
+        assert caught.value.errno == errno.ESRCH and not isinstance(caught.value, _proc.OwnerReadError)
+    finally:
+        parent.kill()
+        parent.wait()
