@@ -62,6 +62,19 @@ def run(argv, timeout=None):
     return process.returncode, out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
 
 
+def show(systemctl, unit, properties, timeout=None):
+    """{property: value} of ``unit`` from ``systemctl show --property=...``, the one runner of it.
+
+    SystemdError naming the command when systemctl cannot be run, does not end within ``timeout`` seconds
+    (COMMAND_TIMEOUT by default) or fails.
+    """
+    command = [systemctl, 'show', '--property=%s' % ','.join(properties), unit]
+    rc, out, err = run(command, timeout)
+    if rc != 0:
+        raise SystemdError('%s failed (rc=%d): %s' % (' '.join(command), rc, (err or out or '').strip()))
+    return parse_show(out)
+
+
 def _kill_group(process):
     # The leader is not reaped yet, so its process group ID cannot name another group.
     try:

@@ -27,6 +27,36 @@ class WaitTimeout(Exception):
         self.last = last
 
 
+class ReloadFailed(Exception):
+    """A reload driver could not prove its reload; the message says why.
+
+    ``details`` is what the driver had done or seen by then (signals sent, a snapshot of the server), which the
+    module adds to its failed result.
+    """
+
+    def __init__(self, message, details=None):
+        super(ReloadFailed, self).__init__(message)
+        self.details = details
+
+
+def timing_error(timeout, poll_interval, timeout_may_be_zero=False):
+    """What is wrong with a module's ``timeout`` and ``poll_interval`` (the doc fragment graceful.wsgi.timing), or None.
+
+    ``timeout`` must be positive (or, where ``timeout_may_be_zero``, not negative: one look, no wait), and
+    ``poll_interval`` positive and not longer than ``timeout``: a wait that polls less often than it may last
+    would only look once.
+    """
+    if timeout_may_be_zero and timeout < 0:
+        return 'timeout=%s: must not be negative' % timeout
+    if not timeout_may_be_zero and not timeout > 0:
+        return 'timeout=%s: must be positive' % timeout
+    if not poll_interval > 0:
+        return 'poll_interval=%s: must be positive' % poll_interval
+    if timeout > 0 and poll_interval > timeout:
+        return 'poll_interval=%s is longer than timeout=%s' % (poll_interval, timeout)
+    return None
+
+
 class Deadline:
     """A point in monotonic time; cheap to pass around and query."""
 
