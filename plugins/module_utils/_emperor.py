@@ -2,11 +2,10 @@
 # Copyright (c) graceful.wsgi contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""uWSGI Emperor + FastRouter subscriptions: which vassals serve, and a reload that keeps a floor of them.
+"""A uWSGI Emperor and its vassals as the host shows them: their configs, which of them serve, a touch.
 
 Private to the collection: the interface may change without notice.
-Facts relied on (uWSGI 2.0, core/emperor.c, core/master.c, plugins/corerouter), checked against 2.0.21
-and 2.0.31:
+Facts relied on (uWSGI 2.0, core/emperor.c, core/master.c), checked against 2.0.21 and 2.0.31:
 
 * the Emperor's stats server sends one JSON document: ``emperor`` (what it watches), ``vassals[]`` with
   ``id`` (the config file's name), ``pid`` (the vassal's master), ``last_mod``, ``accepting``,
@@ -18,29 +17,29 @@ and 2.0.31:
 * a vassal with ``unsubscribe-on-graceful-reload`` unsubscribes from the FastRouter before its graceful
   reload, and subscribes again from its master loop, after its app loaded and its workers were forked;
   a vassal whose app fails to load with ``need-app`` exits, and the Emperor blacklists and respawns it
-  with a growing throttle;
-* the FastRouter's stats list ``subscriptions[].nodes[]`` with ``name`` (the address the vassal
-  subscribed with), ``death_mark`` (1 once unsubscribed) and ``last_check``.
+  with a growing throttle.
+
+A vassal serves when the Emperor runs it, it accepts and its FastRouter node (see _fastrouter) is live. The
+reload of the vassals, keeping a floor of them serving, is in _emperor_reload.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import errno
 import os
-import re
 import stat
-import struct
+import time
 
-# The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
-SOCKET_OPTIONS = ('socket', 'uwsgi-socket', 'shared-socket', 'http-socket', 'fastcgi-socket', 'protocol-socket')
+from ansible_collections.graceful.wsgi.plugins.module_utils import _fastrouter
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi_config
 
-RELOADED = 'reloaded'
-TIMEOUT = 'timeout'
-NOT_STARTED = 'not_started'
-PENDING = 'pending'
-IN_FLIGHT = 'in_flight'
+STATS_TIMEOUT = 2.0
+SEND_TIMEOUT = 2.0
 
 
 class EmperorError(Exception):
@@ -77,45 +76,6 @@ def shared_files(real_paths):
     for config, target in real_paths.items():
         by_target.setdefault(target, []).append(config)
     return sorted(sorted(group) for group in by_target.values() if len(group) > 1)
-
-
-def ini_items(ini_text, section='uwsgi'):
-    """(key, value) pairs of one section, in order and with repeats: uWSGI options repeat (socket, env)."""
-    items = []
-    current = None
-    for line in (ini_text or '').splitlines():
-        line = line.strip()
-        if not line or line[0] in ';#':
-            continue
-        if line.startswith('[') and line.endswith(']'):
-            current = line[1:-1].strip()
-            continue
-        if current == section and '=' in line:
-            key, _sep, value = line.partition('=')
-            items.append((key.strip().replace('_', '-'), value.strip()))
-    return items
-
-
-def subscription_addresses(ini_text):
-    """The addresses a vassal ini subscribes with: ``subscribe2 addr=`` values, else its first socket."""
-    addresses = []
-    first_socket = None
-    for key, value in ini_items(ini_text):
-        if key in ('subscribe2', 'subscribe2-to') and value:
-            for field in value.split(','):
-                name, _sep, setting = field.partition('=')
-                if name.strip() == 'addr' and setting.strip():
-                    addresses.append(setting.strip())
-        elif key in SOCKET_OPTIONS and value and first_socket is None:
-            first_socket = value
-    if first_socket is not None:
-        addresses.append(_address_as_subscribed(first_socket))
-    return addresses
-
-
-def _address_as_subscribed(socket):
-    """A socket option's address as the vassal announces it: the text before any ``,modifier``."""
-    return socket.split(',')[0].strip()
 
 
 def config_stem(config, suffix):
@@ -175,24 +135,6 @@ def emperor_entries(document):
     return running, blacklisted
 
 
-def fastrouter_nodes(document):
-    """Every subscribed node by the address it subscribed with (a live one wins over a dead one)."""
-    nodes = {}
-    for subscription in document.get('subscriptions') or []:
-        for node in (subscription or {}).get('nodes') or []:
-            if not isinstance(node, dict) or 'name' not in node:
-                continue
-            node = dict(node, key=subscription.get('key'))
-            name = str(node['name'])
-            if name not in nodes or not node_live(nodes[name]):
-                nodes[name] = node
-    return nodes
-
-
-def node_live(node):
-    return node is not None and not node.get('death_mark')
-
-
 def find_node(nodes, addresses, stem):
     """The FastRouter node of a vassal: by the addresses its ini subscribes with, else by the socket's
     file name (``/run/app/web-1.sock`` for ``web-1.ini``), the convention of the Emperor docs."""
@@ -214,7 +156,7 @@ def observe(emperor_document, fastrouter_document, vassals, suffix):
     when the Emperor runs it, it accepts, and its FastRouter subscription is live.
     """
     running, blacklisted = emperor_entries(emperor_document)
-    nodes = fastrouter_nodes(fastrouter_document)
+    nodes = _fastrouter.fastrouter_nodes(fastrouter_document)
     seen = {}
     for config, addresses in vassals.items():
         entry = running.get(config)
@@ -223,7 +165,7 @@ def observe(emperor_document, fastrouter_document, vassals, suffix):
             'entry': entry,
             'blacklisted': blacklisted.get(config),
             'node': node,
-            'active': bool(entry and entry.get('pid') and entry.get('accepting') and node_live(node)),
+            'active': bool(entry and entry.get('pid') and entry.get('accepting') and _fastrouter.node_live(node)),
         }
     return seen
 
@@ -247,12 +189,12 @@ def why_not_active(config, state, addresses):
     if node is None:
         return '%s: accepting but not subscribed to the FastRouter (no node %s)' % (
             config, ' or '.join(addresses) or 'named after it')
-    if not node_live(node):
+    if not _fastrouter.node_live(node):
         return '%s: accepting but its FastRouter node %s is marked dead (unsubscribed)' % (config, node.get('name'))
     return '%s: serving' % config
 
 
-# ---------------------------------------------------------------- the reload plan
+# ---------------------------------------------------------------- touching a config
 
 def next_mtime(current_mtime, last_mod, now):
     """The mtime to touch a config to: now, and always past what the Emperor saw (it compares seconds)."""
@@ -333,254 +275,86 @@ def _file_kind(mode):
     return 'file type %o' % stat.S_IFMT(mode)
 
 
-class VassalReload(object):
-    """One vassal's part in a run: started (unsubscribed, draining), touched, then back or timed out."""
+# ---------------------------------------------------------------- the host
 
-    def __init__(self, config, was_active):
-        self.config = config
-        self.was_active = was_active
-        self.state = PENDING
-        self.started_clock = None
-        self.drained_clock = None
-        self.touched_at = None
-        self.touched_mtime = None
-        self.seen_down = False
-        self.finished_at = None
-        # A vassal the Emperor does not run (blacklisted after failed starts, or not yet spawned) is not touched:
-        # the Emperor spawns it on its own schedule, which a touch does not change; the run waits for it.
-        self.awaiting_spawn = False
-        self.started_at = None
+class Fleet(object):
+    """The Emperor, its FastRouter and the vassal configs, as read from the host."""
 
-    @property
-    def draining(self):
-        return self.state == IN_FLIGHT and self.touched_mtime is None and not self.awaiting_spawn
+    def __init__(self, params):
+        self.emperor_dir = params['emperor_dir']
+        self.suffix = params['vassal_suffix']
+        self.emperor_address = _uwsgi.parse_stats_address(params['emperor_stats'])
+        self.router_address = _uwsgi.parse_stats_address(params['fastrouter_stats'])
+        self.emperor_label = _uwsgi.stats_label(self.emperor_address, 'emperor_stats')
+        self.router_label = _uwsgi.stats_label(self.router_address, 'fastrouter_stats')
+        self.configs = []
+        self.addresses = {}
+        self.servers = {}
+        self.last_error = None
+        # While the stats cannot be read: since when (epoch seconds, monotonic seconds).
+        self.unreadable_since = None
 
-    def seconds(self):
-        if self.started_clock is None or self.finished_at is None:
+    def load_configs(self):
+        if not os.path.isdir(self.emperor_dir):
+            raise EmperorError('emperor_dir=%s is not a directory' % self.emperor_dir)
+        try:
+            self.configs = vassal_configs(os.listdir(self.emperor_dir), self.suffix)
+        except OSError as exc:
+            raise EmperorError('emperor_dir=%s cannot be listed: %s' % (self.emperor_dir, exc.strerror))
+        if not self.configs:
+            raise EmperorError('emperor_dir=%s holds no vassal config ending with vassal_suffix=%s'
+                               % (self.emperor_dir, self.suffix))
+        for config in self.configs:
+            text = _proc.read_text(self.path(config))
+            self.addresses[config] = _uwsgi_config.subscription_addresses(text)
+            self.servers[config] = _uwsgi_config.subscription_servers(text)
+
+    def path(self, config):
+        return os.path.join(self.emperor_dir, config)
+
+    def read(self):
+        """Both stats documents checked, or UwsgiError / EmperorError."""
+        emperor = _uwsgi.read_json_document(self.emperor_address, STATS_TIMEOUT, self.emperor_label)
+        check_emperor_document(emperor, self.emperor_label, self.emperor_dir)
+        router = _uwsgi.read_json_document(self.router_address, STATS_TIMEOUT, self.router_label)
+        check_fastrouter_document(router, self.router_label)
+        return emperor, router
+
+    def observe(self):
+        """The state of every vassal, or None (with last_error kept) when the stats cannot be read."""
+        attempted = (time.time(), time.monotonic())
+        try:
+            emperor, router = self.read()
+        except (_uwsgi.UwsgiError, EmperorError) as exc:
+            self.last_error = str(exc)
+            if self.unreadable_since is None:
+                self.unreadable_since = attempted
             return None
-        return round(self.finished_at - self.started_clock, 3)
+        self.unreadable_since = None
+        return observe(emperor, router, self.addresses, self.suffix)
 
-    def drain_seconds(self):
-        if self.started_clock is None or self.drained_clock is None:
+    def unreadable(self):
+        """Since when and why the stats cannot be read, or None while they can."""
+        if self.unreadable_since is None:
             return None
-        return round(self.drained_clock - self.started_clock, 3)
+        epoch, clock = self.unreadable_since
+        since = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+        return 'the stats could not be read since %s (%.1fs): %s' % (since, time.monotonic() - clock, self.last_error)
+
+    def unsubscribe(self, config, node):
+        """Ask each subscription server the vassal announces to to drop its node (as the vassal itself does on a
+        graceful reload); returns the errors, one per server that could not be sent to."""
+        packet = _fastrouter.subscription_packet(node.get('key') or '', node['name'], _fastrouter.UNSUBSCRIBE)
+        return _fastrouter.send_packet(packet, self.servers[config], SEND_TIMEOUT)
+
+    def touch(self, config, entry):
+        """Move the config's mtime past what the Emperor saw; returns the mtime set. A config that leads to no
+        regular file (a FIFO), or through a symlink of another user, raises EmperorError naming it, with nothing
+        touched."""
+        return touch_config(self.path(config), (entry or {}).get('last_mod'), time.time())
 
 
-def drained(state):
-    """The FastRouter routes nothing to the vassal any more and has no session with it: its node is gone
-    (an unsubscribed node is dropped once its last session ends)."""
-    node = state['node']
-    return node is None or bool(node.get('death_mark') and not node.get('ref'))
-
-
-def noticed(vassal, state):
-    """The Emperor saw the touch (and asked the vassal to reload)."""
-    entry = state['entry']
-    return entry is not None and int(entry.get('last_mod') or 0) >= vassal.touched_mtime
-
-
-def came_back(vassal, state):
-    """A touched vassal is back when the Emperor saw the new mtime, it accepts again after having gone
-    down (or accepted in a later second than the touch), and its FastRouter subscription is live."""
-    entry = state['entry']
-    if entry is None or not entry.get('pid') or not entry.get('accepting'):
-        return False
-    if not noticed(vassal, state) or not node_live(state['node']):
-        return False
-    return vassal.seen_down or int(entry.get('last_accepting') or 0) > int(vassal.touched_at)
-
-
-def spawned_since_start(vassal, state):
-    """A vassal the Emperor did not run at its start now serves, spawned after the start (so with the code current
-    then)."""
-    entry = state['entry']
-    if entry is None or not entry.get('pid') or not entry.get('accepting') or not node_live(state['node']):
-        return False
-    return int(entry.get('last_run') or entry.get('first_run') or 0) >= int(vassal.started_at)
-
-
-def settling(state):
-    """The Emperor runs the vassal but it does not accept yet: it is starting. A touch now would ask a vassal that
-    is still starting for a reload, which uWSGI 2.0 can leave running but never subscribing again."""
-    entry = state['entry']
-    return entry is not None and not entry.get('accepting')
-
-
-def went_down(vassal, state):
-    """Down after the touch, in the Emperor's eyes: gone, or not accepting once it saw the new mtime."""
-    entry = state['entry']
-    return entry is None or (noticed(vassal, state) and not entry.get('accepting'))
-
-
-class Plan(object):
-    """Which vassals to take down next so that at least ``min_active`` vassals serve at every moment.
-
-    A vassal that does not serve may be started at any time; one that serves only while the vassals that
-    serve and are not being reloaded stay at ``min_active`` or more once it goes down. After the first
-    timeout no vassal is started any more: the ones in flight are waited for, the rest are not started.
-    A started vassal that serves is drained first (the caller unsubscribes it) and touched once drained.
-    """
-
-    def __init__(self, targets, observation, min_active, timeout):
-        self.min_active = min_active
-        self.timeout = timeout
-        self.vassals = dict((config, VassalReload(config, observation[config]['active'])) for config in targets)
-        # Vassals that do not serve first: reloading them costs nothing and may add to the floor.
-        self.order = sorted(targets, key=lambda config: (observation[config]['active'], config))
-        self.stopped = False
-        self.parallel_max = 0
-        self.lowest_active = serving_count(observation)
-        # Since when nothing is in flight and no vassal may start (see stuck), and whether that ended the run.
-        self.stuck_since = None
-        self.gave_up = False
-
-    def in_flight(self):
-        return [self.vassals[config] for config in self.order if self.vassals[config].state == IN_FLIGHT]
-
-    def done(self):
-        return all(v.state in (RELOADED, TIMEOUT, NOT_STARTED) for v in self.vassals.values())
-
-    def to_start(self, observation):
-        """The configs to take down now, given the latest observation."""
-        if self.stopped:
-            return []
-        flying = set(v.config for v in self.in_flight())
-        standing = sum(1 for config, state in observation.items() if state['active'] and config not in flying)
-        chosen = []
-        for config in self.order:
-            vassal = self.vassals[config]
-            if vassal.state != PENDING or settling(observation[config]):
-                continue
-            if observation[config]['active']:
-                if standing - 1 < self.min_active:
-                    continue
-                standing -= 1
-            chosen.append(config)
-        return chosen
-
-    def started(self, config, at, clock, observation):
-        """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic."""
-        vassal = self.vassals[config]
-        vassal.state = IN_FLIGHT
-        vassal.started_at = at
-        vassal.started_clock = clock
-        vassal.awaiting_spawn = observation[config]['entry'] is None
-        self.parallel_max = max(self.parallel_max, len(self.in_flight()))
-
-    def to_touch(self, observation, can_drain):
-        """The draining vassals to touch now: drained, or ones the caller cannot drain (``can_drain(config)``
-        false: nothing to unsubscribe from, or not serving). Vassals awaiting their spawn are never touched."""
-        return [v.config for v in self.in_flight()
-                if v.draining and (not can_drain(v.config) or drained(observation[v.config]))]
-
-    def touched(self, config, at, clock, mtime, drained_first):
-        """``at`` is epoch seconds (compared with the Emperor's), ``clock`` monotonic."""
-        vassal = self.vassals[config]
-        if drained_first:
-            vassal.drained_clock = clock
-        vassal.touched_at = at
-        vassal.touched_mtime = mtime
-
-    def update(self, observation, now):
-        """Record an observation (None when the stats could not be read) at monotonic time ``now``: the
-        floor, vassals that came back, vassals past their timeout, and a run stuck for as long as a timeout."""
-        if observation is not None:
-            self.lowest_active = min(self.lowest_active, serving_count(observation))
-        for vassal in self.in_flight():
-            state = observation.get(vassal.config) if observation is not None else None
-            if state is not None and vassal.awaiting_spawn:
-                if spawned_since_start(vassal, state):
-                    vassal.state = RELOADED
-                    vassal.finished_at = now
-                    continue
-            elif state is not None and not vassal.draining:
-                if went_down(vassal, state):
-                    vassal.seen_down = True
-                if came_back(vassal, state):
-                    vassal.state = RELOADED
-                    vassal.finished_at = now
-                    continue
-            if now - vassal.started_clock >= self.timeout:
-                vassal.state = TIMEOUT
-                vassal.finished_at = now
-                self.stop()
-        # A vassal in flight times out on its own; with none in flight only this ends a run that cannot go on.
-        if not self.stuck(observation):
-            self.stuck_since = None
-        elif self.stuck_since is None:
-            self.stuck_since = now
-        elif now - self.stuck_since >= self.timeout:
-            self.gave_up = True
-            self.stop()
-
-    def stop(self):
-        self.stopped = True
-        for vassal in self.vassals.values():
-            if vassal.state == PENDING:
-                vassal.state = NOT_STARTED
-
-    def stuck(self, observation):
-        """True when nothing is in flight, vassals are pending and none may be started: the floor cannot be
-        kept (a vassal that served went down on its own during the run), or the stats cannot be read (None):
-        both count against the one timeout, whichever comes and goes."""
-        return (not self.stopped and not self.in_flight()
-                and any(v.state == PENDING for v in self.vassals.values())
-                and (observation is None or not self.to_start(observation)))
-
-
-# ---------------------------------------------------------------- the subscription protocol
-
-SUBSCRIPTION_MODIFIER1 = 224
-SUBSCRIBE = 0
-UNSUBSCRIBE = 1
-
-
-def subscription_servers(ini_text):
-    """The subscription servers a vassal ini announces to, from ``subscribe-to``/``subscribe``/``st``
-    (``server:key``) and ``subscribe2`` (``server=...,key=...``), in order, without repeats."""
-    servers = []
-    for key, value in ini_items(ini_text):
-        server = None
-        if key in ('subscribe-to', 'subscribe', 'st') and ':' in value and not value.startswith('@'):
-            server = value.rsplit(':', 1)[0]
-        elif key in ('subscribe2', 'subscribe2-to'):
-            fields = dict(field.strip().partition('=')[::2] for field in value.split(','))
-            server = fields.get('server')
-        if server and server not in servers:
-            servers.append(server)
-    return servers
-
-
-def _uwsgi_var(name, value):
-    name, value = name.encode('utf-8'), str(value).encode('utf-8')
-    return struct.pack('<H', len(name)) + name + struct.pack('<H', len(value)) + value
-
-
-def subscription_packet(key, address, command):
-    """A subscription packet as a vassal sends it (uwsgi packet, modifier1 224, modifier2 the command)."""
-    body = _uwsgi_var('key', key) + _uwsgi_var('address', address) + _uwsgi_var('modifier1', 0) + \
-        _uwsgi_var('modifier2', 0)
-    return struct.pack('<BHB', SUBSCRIPTION_MODIFIER1, len(body), command) + body
-
-
-def refusal(observation, targets, min_active, emperor_dir):
-    """Why a run may not start, or None: it would have to take a serving vassal down while fewer than
-    min_active + 1 serve."""
-    active = sorted(config for config, state in observation.items() if state['active'])
-    serving_targets = [config for config in targets if observation[config]['active']]
-    if serving_targets and len(active) < min_active + 1:
-        down = sorted(config for config in targets if not observation[config]['active'])
-        hint = (' Reload only the vassals that do not serve (vassals: %s) to bring them back first.' % ', '.join(down)
-                if down else '')
-        return ('refusing to reload: %d vassal(s) of emperor_dir=%s serve (%s) and min_active=%d needs %d serving '
-                'before one of them may go down.%s'
-                % (len(active), emperor_dir, ', '.join(active) or 'none', min_active, min_active + 1, hint))
-    return None
-
-
-_SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
-
-
-def lock_name(emperor_dir_realpath):
-    """A lock file name per Emperor directory, readable by an operator listing /run/lock."""
-    return 'graceful-wsgi-vassals%s.lock' % _SAFE.sub('-', emperor_dir_realpath).rstrip('-')
+def workers_of(entry):
+    if not entry or not entry.get('pid'):
+        return []
+    return _proc.child_pids(int(entry['pid']))

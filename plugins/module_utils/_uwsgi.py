@@ -32,12 +32,6 @@ import time
 
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline
 
-try:
-    from configparser import RawConfigParser, Error as ConfigParserError
-except ImportError:  # pragma: no cover - Python 2 controllers are not supported
-    RawConfigParser = None
-    ConfigParserError = Exception
-
 FIFO_COMMANDS = {
     'chain': 'c',
     'graceful': 'r',
@@ -61,7 +55,6 @@ RESPAWN_TOLERANCE = 2
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 _HOST_PORT = re.compile(r'^(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s]+|):(?P<port>\d{1,5})$')
-_TRUE_OFF = ('false', 'off', 'no', '0')
 _TRAILING_COMMA = re.compile(r',\s*([\]}])')
 
 
@@ -371,81 +364,6 @@ def resolve_max_unavailable(value, worker_count):
     if not text.isdigit() or int(text) < 1:
         raise ValueError('max_unavailable=%s: must be a positive integer or a percentage like "50%%"' % value)
     return min(int(text), max(1, worker_count))
-
-
-# ---------------------------------------------------------------- lazy-apps evidence
-
-def lazy_apps_declared(cmdline, environ, cwd, read_text):
-    """True/False when the instance's own configuration says whether apps load in workers.
-
-    None when it cannot be told (a config format or include we do not read).
-    ``read_text(path)`` returns a file's text or None; injected for tests.
-    """
-    verdict = _truthy(environ.get('UWSGI_LAZY_APPS')) or _truthy(environ.get('UWSGI_LAZY'))
-    if verdict:
-        return True
-    unknown = False
-    args = list(cmdline[1:])
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        name, has_value, inline = arg.partition('=')
-        if name in ('--lazy-apps', '--lazy'):
-            if not has_value or _truthy(inline):
-                return True
-        elif name in ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x'):
-            path = inline if has_value else (args[index + 1] if index + 1 < len(args) else None)
-            if not has_value:
-                index += 1
-            result = _config_file_says(name, path, cwd, read_text, depth=0)
-            if result:
-                return True
-            unknown = unknown or result is None
-        elif not arg.startswith('-') and index == 0 and len(args) == 1:
-            result = _config_file_says('--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text, depth=0)
-            if result:
-                return True
-            unknown = unknown or result is None
-        index += 1
-    return None if unknown else False
-
-
-def _truthy(value):
-    if value is None:
-        return False
-    return value.strip().lower() not in _TRUE_OFF
-
-
-def _config_file_says(kind, spec, cwd, read_text, depth):
-    if spec is None or depth > 5:
-        return None
-    if kind != '--ini' or RawConfigParser is None:
-        return None
-    path, _sep, section = spec.partition(':')
-    section = section or 'uwsgi'
-    if not os.path.isabs(path) and cwd:
-        path = os.path.join(cwd, path)
-    text = read_text(path)
-    if text is None:
-        return None
-    parser = RawConfigParser(strict=False, allow_no_value=True, delimiters=('=',), comment_prefixes=(';', '#'))
-    try:
-        parser.read_string(text)
-    except ConfigParserError:
-        return None
-    if not parser.has_section(section):
-        return False
-    unknown = False
-    for key, value in parser.items(section):
-        normalized = key.replace('_', '-')
-        if normalized in ('lazy-apps', 'lazy') and (value is None or _truthy(value)):
-            return True
-        if normalized == 'ini' and value:
-            result = _config_file_says('--ini', value, os.path.dirname(path), read_text, depth + 1)
-            if result:
-                return True
-            unknown = unknown or result is None
-    return None if unknown else False
 
 
 # ---------------------------------------------------------------- proof of a reload

@@ -12,16 +12,7 @@ import time
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor
-
-
-def entry(pid=100, accepting=1, last_mod=1000, last_accepting=1000):
-    return {'pid': pid, 'accepting': accepting, 'last_mod': last_mod, 'last_accepting': last_accepting}
-
-
-def state(active=True, **kwargs):
-    live = {'name': '/run/a.sock', 'death_mark': 0}
-    return {'entry': entry(**kwargs) if active else None, 'blacklisted': None, 'node': live if active else None,
-            'active': active}
+from ansible_collections.graceful.wsgi.plugins.module_utils import _fastrouter
 
 
 def test_vassal_configs_keeps_the_suffix_only_and_sorts():
@@ -44,20 +35,6 @@ def test_select_vassals_names_the_option_and_directory_for_unknown_vassals():
 def test_shared_files_finds_configs_that_are_one_file():
     assert _emperor.shared_files({'a.ini': '/x.ini', 'b.ini': '/x.ini', 'c.ini': '/c.ini'}) == [['a.ini', 'b.ini']]
     assert _emperor.shared_files({'a.ini': '/a.ini'}) == []
-
-
-@pytest.mark.parametrize('text, expected', [
-    ('[uwsgi]\nsocket = /run/app/web-1.sock\nsocket = /run/app/other.sock\n', ['/run/app/web-1.sock']),
-    ('[uwsgi]\nuwsgi_socket = 127.0.0.1:3031\n', ['127.0.0.1:3031']),
-    ('[uwsgi]\nsubscribe2 = server=127.0.0.1:2626,key=shop,addr=10.0.0.5:3031\nsocket = :3031\n',
-     ['10.0.0.5:3031', ':3031']),
-    ('[uwsgi]\nmodule = app\n', []),
-    ('[other]\nsocket = /x\n', []),
-    ('not an ini [[[', []),
-    (None, []),
-])
-def test_subscription_addresses(text, expected):
-    assert _emperor.subscription_addresses(text) == expected
 
 
 @pytest.mark.parametrize('monitor, cwd, expected', [
@@ -100,7 +77,7 @@ def test_fastrouter_nodes_prefers_a_live_node_and_find_node_falls_back_to_the_so
         {'key': 'shop', 'nodes': [{'name': '/run/app/web-1.sock', 'death_mark': 1}]},
         {'key': 'shop2', 'nodes': [{'name': '/run/app/web-1.sock', 'death_mark': 0}, {'name': '10.0.0.5:3031'}]},
     ]}
-    nodes = _emperor.fastrouter_nodes(document)
+    nodes = _fastrouter.fastrouter_nodes(document)
     assert nodes['/run/app/web-1.sock']['death_mark'] == 0
     assert _emperor.find_node(nodes, ['10.0.0.5:3031'], 'web-2')['name'] == '10.0.0.5:3031'
     assert _emperor.find_node(nodes, [], 'web-1')['name'] == '/run/app/web-1.sock'
@@ -261,169 +238,3 @@ def test_touch_config_follows_a_chain_of_relative_symlinks_and_names_a_dangling_
     with pytest.raises(_emperor.EmperorError, match='^vassal config %s: cannot be touched \\(its symlink leads to '
                        '.*available/shop.ini\\): No such file or directory$' % config):
         _emperor.touch_config(str(config), 1000, 1000)
-
-
-def test_came_back_needs_the_new_mtime_accepting_after_going_down_and_a_live_subscription():
-    vassal = _emperor.VassalReload('a.ini', True)
-    vassal.touched_at, vassal.touched_mtime = 1000.5, 1001
-    assert not _emperor.went_down(vassal, state(last_mod=1000, accepting=0))      # not the reload: before it
-    assert _emperor.went_down(vassal, state(last_mod=1001, accepting=0))
-    assert not _emperor.came_back(vassal, state(last_mod=1000))          # the Emperor did not see the touch yet
-    assert not _emperor.came_back(vassal, state(last_mod=1001))          # never seen down, accepting from before
-    vassal.seen_down = True
-    assert _emperor.came_back(vassal, state(last_mod=1001))
-    gone = state(last_mod=1001)
-    gone['node'] = None
-    assert not _emperor.came_back(vassal, gone)
-    fresh = _emperor.VassalReload('a.ini', True)
-    fresh.touched_at, fresh.touched_mtime = 1000.5, 1001
-    assert _emperor.came_back(fresh, state(last_mod=1001, last_accepting=1001))   # accepted a second after
-
-
-def observation(active):
-    return dict((config, state(is_active)) for config, is_active in active.items())
-
-
-def test_plan_takes_down_as_many_as_the_floor_allows_idle_ones_first():
-    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': False})
-    plan = _emperor.Plan(sorted(first), first, min_active=1, timeout=60)
-    assert plan.to_start(first) == ['d.ini', 'a.ini', 'b.ini']
-    plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
-    assert plan.to_start(first) == ['d.ini', 'a.ini']
-
-
-def test_plan_does_not_count_vassals_in_flight_as_standing():
-    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
-    plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=60)
-    assert plan.to_start(first) == ['a.ini']
-    plan.started('a.ini', 1000.0, 0.0, first)
-    # a still serves while it drains, but it is about to go down.
-    assert plan.to_start(first) == []
-
-
-def test_plan_stops_touching_after_a_timeout_and_waits_for_the_ones_in_flight():
-    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True, 'd.ini': True})
-    plan = _emperor.Plan(sorted(first), first, min_active=2, timeout=10)
-    for config in plan.to_start(first):
-        plan.started(config, 1000.0, 0.0, first)
-        plan.touched(config, 1000.0, 0.5, 1001, True)
-    down = observation({'a.ini': False, 'b.ini': False, 'c.ini': True, 'd.ini': True})
-    plan.update(down, 5.0)
-    assert plan.lowest_active == 2 and not plan.done()
-    plan.update(down, 10.0)
-    assert [plan.vassals[c].state for c in sorted(first)] == ['timeout', 'timeout', 'not_started', 'not_started']
-    assert plan.done() and plan.to_start(first) == []
-
-
-def test_drained_when_the_node_is_gone_or_dead_without_sessions():
-    assert _emperor.drained({'node': None})
-    assert _emperor.drained({'node': {'death_mark': 1, 'ref': 0}})
-    assert not _emperor.drained({'node': {'death_mark': 1, 'ref': 2}})
-    assert not _emperor.drained({'node': {'death_mark': 0, 'ref': 0}})
-
-
-def test_plan_touches_a_draining_vassal_once_drained_or_when_it_cannot_be_drained():
-    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
-    plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=1, timeout=60)
-    for config in plan.to_start(first):
-        plan.started(config, 1000.0, 0.0, first)
-    assert plan.to_touch(first, lambda config: True) == []
-    assert plan.to_touch(first, lambda config: config == 'a.ini') == ['b.ini']
-    gone = dict(first, **{'a.ini': dict(first['a.ini'], node=None)})
-    assert plan.to_touch(gone, lambda config: True) == ['a.ini']
-
-
-@pytest.mark.parametrize('text, expected', [
-    ('[uwsgi]\nsubscribe-to = 127.0.0.1:2626:shop\nst = /run/sub.sock:shop\nsubscribe-to = 127.0.0.1:2626:shop\n',
-     ['127.0.0.1:2626', '/run/sub.sock']),
-    ('[uwsgi]\nsubscribe2 = server=10.0.0.1:2626,key=shop,addr=10.0.0.5:3031\n', ['10.0.0.1:2626']),
-    ('[uwsgi]\nsubscribe-to = @/etc/subscriptions.txt\n', []),
-    ('[uwsgi]\nsocket = :3031\n', []),
-])
-def test_subscription_servers(text, expected):
-    assert _emperor.subscription_servers(text) == expected
-
-
-def test_subscription_packet_is_what_a_vassal_sends():
-    packet = _emperor.subscription_packet('shop', '127.0.0.1:3031', _emperor.UNSUBSCRIBE)
-    body = (b'\x03\x00key\x04\x00shop' b'\x07\x00address\x0e\x00127.0.0.1:3031'
-            b'\x09\x00modifier1\x01\x000' b'\x09\x00modifier2\x01\x000')
-    assert packet == bytes([224, len(body), 0, 1]) + body
-
-
-def test_plan_is_stuck_when_a_serving_vassal_went_down_on_its_own():
-    first = observation({'a.ini': True, 'b.ini': True})
-    plan = _emperor.Plan(['a.ini'], first, min_active=1, timeout=10)
-    assert not plan.stuck(first)
-    assert plan.stuck(observation({'a.ini': True, 'b.ini': False}))
-
-
-def test_plan_gives_up_a_timeout_after_the_floor_is_lost_even_while_the_stats_cannot_be_read():
-    first = observation({'a.ini': True, 'b.ini': True})
-    plan = _emperor.Plan(['a.ini'], first, min_active=1, timeout=10)
-    plan.update(observation({'a.ini': True, 'b.ini': False}), 1.0)     # b went down: a may not
-    assert plan.stuck_since == 1.0
-    plan.update(None, 3.0)                                              # then the stats cannot be read
-    plan.update(None, 10.9)
-    assert not plan.done() and plan.stuck_since == 1.0
-    plan.update(None, 11.0)
-    assert plan.done() and plan.gave_up
-    assert plan.vassals['a.ini'].state == _emperor.NOT_STARTED
-
-
-def test_plan_with_nothing_in_flight_gives_up_a_timeout_after_the_stats_became_unreadable():
-    first = observation({'a.ini': True, 'b.ini': True, 'c.ini': True})
-    plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=2, timeout=10)
-    plan.started('a.ini', 1000.0, 0.0, first)
-    plan.vassals['a.ini'].state = _emperor.RELOADED       # back, and b may start at the next readable look
-    plan.update(None, 2.0)
-    assert plan.stuck_since == 2.0 and not plan.done()
-    plan.update(first, 5.0)                               # readable again: b may start, the clock stops
-    assert plan.stuck_since is None and plan.to_start(first) == ['b.ini']
-    plan.update(None, 6.0)
-    plan.update(None, 16.0)
-    assert plan.done() and plan.gave_up and plan.vassals['b.ini'].state == _emperor.NOT_STARTED
-
-
-def test_plan_leaves_a_vassal_in_flight_to_its_own_timeout_while_the_stats_cannot_be_read():
-    first = observation({'a.ini': True, 'b.ini': True})
-    plan = _emperor.Plan(['a.ini'], first, min_active=1, timeout=10)
-    plan.started('a.ini', 1000.0, 0.0, first)
-    plan.update(None, 9.0)
-    assert plan.stuck_since is None and not plan.done()
-    plan.update(None, 10.0)
-    assert plan.done() and not plan.gave_up and plan.vassals['a.ini'].state == _emperor.TIMEOUT
-
-
-def test_refusal_only_when_a_serving_vassal_would_go_below_the_floor():
-    first = observation({'a.ini': True, 'b.ini': False, 'c.ini': False})
-    message = _emperor.refusal(first, ['a.ini', 'b.ini', 'c.ini'], 1, '/etc/vassals')
-    assert message == ('refusing to reload: 1 vassal(s) of emperor_dir=/etc/vassals serve (a.ini) and min_active=1 '
-                       'needs 2 serving before one of them may go down. Reload only the vassals that do not serve '
-                       '(vassals: b.ini, c.ini) to bring them back first.')
-    assert _emperor.refusal(first, ['b.ini', 'c.ini'], 1, '/etc/vassals') is None
-    assert _emperor.refusal(observation({'a.ini': True, 'b.ini': True}), ['a.ini', 'b.ini'], 1, '/e') is None
-    assert 'min_active=2 needs 3' in _emperor.refusal(observation({'a.ini': True, 'b.ini': True}), ['a.ini'], 2, '/e')
-
-
-def test_lock_name_is_one_file_per_directory():
-    assert _emperor.lock_name('/etc/uwsgi/vassals') == 'graceful-wsgi-vassals-etc-uwsgi-vassals.lock'
-
-
-def test_a_vassal_the_emperor_did_not_run_is_back_once_spawned_after_the_start_and_serving():
-    vassal = _emperor.VassalReload('a.ini', False)
-    vassal.started_at = 1000.4
-    serving = state()
-    assert not _emperor.spawned_since_start(vassal, dict(serving, entry=dict(serving['entry'], last_run=999)))
-    assert _emperor.spawned_since_start(vassal, dict(serving, entry=dict(serving['entry'], last_run=1000)))
-    assert not _emperor.spawned_since_start(vassal, state(active=False))
-
-
-def test_settling_is_running_but_not_accepting():
-    assert _emperor.settling(state(accepting=0))
-    assert not _emperor.settling(state())
-    assert not _emperor.settling(state(active=False))
-    first = observation({'a.ini': True, 'b.ini': True})
-    first['b.ini'] = dict(state(accepting=0), active=False)
-    plan = _emperor.Plan(['a.ini', 'b.ini'], first, min_active=1, timeout=60)
-    assert plan.to_start(first) == []        # a would leave nothing serving; b is still starting

@@ -372,31 +372,6 @@ def test_resolve_max_unavailable_rejects(value):
         _uwsgi.resolve_max_unavailable(value, 4)
 
 
-# ------------------------------------------------------------------ lazy-apps evidence
-
-def files(mapping):
-    return mapping.get
-
-
-@pytest.mark.parametrize('cmdline, environ, texts, expected', [
-    (['uwsgi', '--lazy-apps', '--http-socket', ':80'], {}, {}, True),
-    (['uwsgi', '--lazy-apps=false'], {}, {}, False),
-    (['uwsgi', '--http-socket', ':80'], {'UWSGI_LAZY_APPS': '1'}, {}, True),
-    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
-    (['uwsgi', '--ini=/etc/app.ini'], {}, {'/etc/app.ini': '[uwsgi]\nlazy-apps\n'}, True),
-    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy_apps = 1\n'}, True),
-    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = false\nmaster = true\n'}, False),
-    (['uwsgi', '--ini', 'app.ini:prod'], {}, {'/srv/app.ini': '[uwsgi]\nmaster=1\n[prod]\nlazy = true\n'}, True),
-    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nini = base.ini\n', '/srv/base.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
-    (['uwsgi', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
-    (['uwsgi', '--ini', 'gone.ini'], {}, {}, None),
-    (['uwsgi', '--yaml', 'app.yml'], {}, {}, None),
-    (['uwsgi', '--http-socket', ':80'], {}, {}, False),
-])
-def test_lazy_apps_declared(cmdline, environ, texts, expected):
-    assert _uwsgi.lazy_apps_declared(cmdline, environ, '/srv', files(texts)) is expected
-
-
 # ------------------------------------------------------------------ the proof
 
 def test_tracker_done_only_when_every_worker_is_new_and_accepting():

@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.graceful.wsgi.plugins.modules import uwsgi_reload
-from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _uwsgi
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _uwsgi, _uwsgi_reload
 from ansible_collections.graceful.wsgi.plugins.module_utils._proc import ProcessInfo
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
@@ -127,14 +127,14 @@ def instance(monkeypatch, tmp_path):
     fake = FakeInstance()
     monkeypatch.setattr(_uwsgi, 'read_stats', fake.read_stats)
     monkeypatch.setattr(_uwsgi, 'fifo_command', fake.fifo_command)
-    monkeypatch.setattr(uwsgi_reload._proc, 'read_process', fake.read_process)
-    monkeypatch.setattr(uwsgi_reload._proc, 'is_alive', lambda pid: fake.read_process(pid) is not None)
-    monkeypatch.setattr(uwsgi_reload._proc, 'read_link_or_raise', fake.read_link)
-    monkeypatch.setattr(uwsgi_reload._proc, 'read_environ_or_raise', fake.read_environ)
-    monkeypatch.setattr(uwsgi_reload._proc, 'read_text',
+    monkeypatch.setattr(_uwsgi_reload._proc, 'read_process', fake.read_process)
+    monkeypatch.setattr(_uwsgi_reload._proc, 'is_alive', lambda pid: fake.read_process(pid) is not None)
+    monkeypatch.setattr(_uwsgi_reload._proc, 'read_link_or_raise', fake.read_link)
+    monkeypatch.setattr(_uwsgi_reload._proc, 'read_environ_or_raise', fake.read_environ)
+    monkeypatch.setattr(_uwsgi_reload._proc, 'read_text',
                         lambda path: '[uwsgi]\nlazy-apps = %s\n' % ('true' if fake.lazy else 'false'))
-    monkeypatch.setattr(uwsgi_reload.os, 'kill', fake.kill)
-    monkeypatch.setattr(uwsgi_reload.time, 'sleep', lambda s: None)
+    monkeypatch.setattr(_uwsgi_reload.os, 'kill', fake.kill)
+    monkeypatch.setattr(_uwsgi_reload.time, 'sleep', lambda s: None)
     fake.fifo = str(tmp_path / 'master.fifo')
     os.mkfifo(fake.fifo, 0o600)
     fake.touch = str(tmp_path / 'chain.touch')
@@ -182,7 +182,7 @@ def test_rolling_never_exceeds_max_unavailable(instance):
         original_kill(pid, sig)
         in_flight_max.append(len([s for s in instance.workers.values() if s['phase'] in ('stopping', 'dead', 'loading')]))
 
-    uwsgi_reload.os.kill = kill
+    _uwsgi_reload.os.kill = kill
     kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling', 'max_unavailable': '50%'})
     assert kind is AnsibleExitJson, result['msg']
     assert [sig for _pid, sig in instance.kills] == [signal.SIGHUP] * 4

@@ -13,6 +13,8 @@ import socket
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.modules import uwsgi_vassals_reload
+from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor
+from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor_reload
 from ansible_collections.graceful.wsgi.plugins.module_utils import _lock
 from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
@@ -182,11 +184,12 @@ def make_emperor(tmp_path, monkeypatch):
         lock_dir = tmp_path / 'lock'
         lock_dir.mkdir()
         fake = Emperor(directory, **kwargs)
-        monkeypatch.setattr(uwsgi_vassals_reload, 'time', FakeTime(fake))
-        monkeypatch.setattr(uwsgi_vassals_reload, 'LOCK_DIRS', (str(lock_dir),))
+        monkeypatch.setattr(_emperor_reload, 'time', FakeTime(fake))
+        monkeypatch.setattr(_emperor, 'time', FakeTime(fake))
+        monkeypatch.setattr(_emperor_reload, 'LOCK_DIRS', (str(lock_dir),))
         monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
-        monkeypatch.setattr(uwsgi_vassals_reload._proc, 'child_pids', fake.children)
-        monkeypatch.setattr(uwsgi_vassals_reload.Fleet, 'unsubscribe',
+        monkeypatch.setattr(_emperor._proc, 'child_pids', fake.children)
+        monkeypatch.setattr(_emperor.Fleet, 'unsubscribe',
                             lambda self, config, node: fake.unsubscribe(config, node))
         return fake
 
@@ -289,7 +292,7 @@ def test_check_mode_touches_nothing_and_names_the_first_wave(emperor):
 
 
 def test_a_second_run_fails_at_once_while_the_lock_is_held(emperor):
-    path = uwsgi_vassals_reload.lock_path(str(emperor.directory))
+    path = _emperor_reload.lock_path(str(emperor.directory))
     fd = _lock.flock_acquire(path, {'pid': 4242, 'started_at': 1.0})
     before = mtimes(emperor)
     try:
@@ -308,7 +311,7 @@ def test_a_second_run_fails_at_once_while_the_lock_is_held(emperor):
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize('check_mode', [False, True])
 def test_a_fifo_planted_as_the_lock_fails_at_once_naming_it(emperor, check_mode):
-    path = uwsgi_vassals_reload.lock_path(str(emperor.directory))
+    path = _emperor_reload.lock_path(str(emperor.directory))
     os.mkfifo(path, 0o600)
     before = mtimes(emperor)
     result, failed = run(emperor, _ansible_check_mode=check_mode)
@@ -322,7 +325,7 @@ def test_a_fifo_planted_as_the_lock_fails_at_once_naming_it(emperor, check_mode)
     ({'vassal_suffix': '.yml'}, 'holds no vassal config ending with vassal_suffix=.yml'),
     ({'vassals': ['shop-9']}, 'vassals: shop-9 not found in emperor_dir='),
     ({'min_active': 0}, 'min_active=0: must be at least 1'),
-    ({'timeout': 0}, 'timeout=0.0: must be at least 0.1'),
+    ({'timeout': 0}, 'timeout=0.0: must be positive'),
     ({'poll_interval': 5, 'timeout': 1}, 'poll_interval=5.0 is longer than timeout=1.0'),
     ({'emperor_stats': '/run/nothing.sock'}, 'emperor_stats=/run/nothing.sock: no such socket'),
     ({'fastrouter_stats': EMPEROR_STATS}, 'fastrouter_stats=%s: JSON without "subscriptions"' % EMPEROR_STATS),
@@ -498,8 +501,8 @@ def test_an_unsubscribe_to_a_subscription_server_that_reads_nothing_gives_up_in_
         with pytest.raises(BlockingIOError):
             while True:  # the server reads nothing: its queue fills up
                 filler.sendto(b'x', path)
-        monkeypatch.setattr(uwsgi_vassals_reload, 'SEND_TIMEOUT', 0.1)
-        fleet = uwsgi_vassals_reload.Fleet(FakeModule())
+        monkeypatch.setattr(_emperor, 'SEND_TIMEOUT', 0.1)
+        fleet = _emperor.Fleet(FakeModule().params)
         fleet.servers['shop-1.ini'] = [path]
         errors = fleet.unsubscribe('shop-1.ini', {'name': '/run/shop/shop-1.sock', 'key': 'shop'})
         assert errors == ['%s: no room to send within 0.1s (the subscription server reads nothing)' % path]

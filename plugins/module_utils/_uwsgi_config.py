@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""What a uWSGI configuration declares: its ini options, and the command line and environment of a master.
+
+Private to the collection: the interface may change without notice.
+Two readers, for two questions: ``ini_items`` keeps every value of a repeated option in order (a vassal's
+sockets and subscriptions), ``lazy_apps_declared`` asks one boolean option of a whole configuration (command
+line, environment, ini files and the ini files they include).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+try:
+    from configparser import RawConfigParser, Error as ConfigParserError
+except ImportError:  # pragma: no cover - Python 2 controllers are not supported
+    RawConfigParser = None
+    ConfigParserError = Exception
+
+# The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
+SOCKET_OPTIONS = ('socket', 'uwsgi-socket', 'shared-socket', 'http-socket', 'fastcgi-socket', 'protocol-socket')
+
+_TRUE_OFF = ('false', 'off', 'no', '0')
+
+
+# ---------------------------------------------------------------- ini options
+
+def ini_items(ini_text, section='uwsgi'):
+    """(key, value) pairs of one section, in order and with repeats: uWSGI options repeat (socket, env)."""
+    items = []
+    current = None
+    for line in (ini_text or '').splitlines():
+        line = line.strip()
+        if not line or line[0] in ';#':
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            current = line[1:-1].strip()
+            continue
+        if current == section and '=' in line:
+            key, _sep, value = line.partition('=')
+            items.append((key.strip().replace('_', '-'), value.strip()))
+    return items
+
+
+def subscription_addresses(ini_text):
+    """The addresses a vassal ini subscribes with: ``subscribe2 addr=`` values, else its first socket."""
+    addresses = []
+    first_socket = None
+    for key, value in ini_items(ini_text):
+        if key in ('subscribe2', 'subscribe2-to') and value:
+            for field in value.split(','):
+                name, _sep, setting = field.partition('=')
+                if name.strip() == 'addr' and setting.strip():
+                    addresses.append(setting.strip())
+        elif key in SOCKET_OPTIONS and value and first_socket is None:
+            first_socket = value
+    if first_socket is not None:
+        addresses.append(_address_as_subscribed(first_socket))
+    return addresses
+
+
+def _address_as_subscribed(socket):
+    """A socket option's address as the vassal announces it: the text before any ``,modifier``."""
+    return socket.split(',')[0].strip()
+
+
+def subscription_servers(ini_text):
+    """The subscription servers a vassal ini announces to, from ``subscribe-to``/``subscribe``/``st``
+    (``server:key``) and ``subscribe2`` (``server=...,key=...``), in order, without repeats."""
+    servers = []
+    for key, value in ini_items(ini_text):
+        server = None
+        if key in ('subscribe-to', 'subscribe', 'st') and ':' in value and not value.startswith('@'):
+            server = value.rsplit(':', 1)[0]
+        elif key in ('subscribe2', 'subscribe2-to'):
+            fields = dict(field.strip().partition('=')[::2] for field in value.split(','))
+            server = fields.get('server')
+        if server and server not in servers:
+            servers.append(server)
+    return servers
+
+
+# ---------------------------------------------------------------- lazy-apps evidence
+
+def lazy_apps_declared(cmdline, environ, cwd, read_text):
+    """True/False when the instance's own configuration says whether apps load in workers.
+
+    None when it cannot be told (a config format or include we do not read).
+    ``read_text(path)`` returns a file's text or None; injected for tests.
+    """
+    verdict = _truthy(environ.get('UWSGI_LAZY_APPS')) or _truthy(environ.get('UWSGI_LAZY'))
+    if verdict:
+        return True
+    unknown = False
+    args = list(cmdline[1:])
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name, has_value, inline = arg.partition('=')
+        if name in ('--lazy-apps', '--lazy'):
+            if not has_value or _truthy(inline):
+                return True
+        elif name in ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x'):
+            path = inline if has_value else (args[index + 1] if index + 1 < len(args) else None)
+            if not has_value:
+                index += 1
+            result = _config_file_says(name, path, cwd, read_text, depth=0)
+            if result:
+                return True
+            unknown = unknown or result is None
+        elif not arg.startswith('-') and index == 0 and len(args) == 1:
+            result = _config_file_says('--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text, depth=0)
+            if result:
+                return True
+            unknown = unknown or result is None
+        index += 1
+    return None if unknown else False
+
+
+def _truthy(value):
+    if value is None:
+        return False
+    return value.strip().lower() not in _TRUE_OFF
+
+
+def _config_file_says(kind, spec, cwd, read_text, depth):
+    if spec is None or depth > 5:
+        return None
+    if kind != '--ini' or RawConfigParser is None:
+        return None
+    path, _sep, section = spec.partition(':')
+    section = section or 'uwsgi'
+    if not os.path.isabs(path) and cwd:
+        path = os.path.join(cwd, path)
+    text = read_text(path)
+    if text is None:
+        return None
+    parser = RawConfigParser(strict=False, allow_no_value=True, delimiters=('=',), comment_prefixes=(';', '#'))
+    try:
+        parser.read_string(text)
+    except ConfigParserError:
+        return None
+    if not parser.has_section(section):
+        return False
+    unknown = False
+    for key, value in parser.items(section):
+        normalized = key.replace('_', '-')
+        if normalized in ('lazy-apps', 'lazy') and (value is None or _truthy(value)):
+            return True
+        if normalized == 'ini' and value:
+            result = _config_file_says('--ini', value, os.path.dirname(path), read_text, depth + 1)
+            if result:
+                return True
+            unknown = unknown or result is None
+    return None if unknown else False

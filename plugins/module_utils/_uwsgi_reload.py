@@ -1,0 +1,309 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The uwsgi_reload driver: trigger one instance's reload, drive a rolling one, and prove it finished.
+
+Private to the collection: the interface may change without notice.
+The uWSGI protocol (stats server, master FIFO, touch files, the proof over stats snapshots) is in _uwsgi, what
+the instance's configuration declares in _uwsgi_config; this module decides which process it may signal, from
+/proc, and runs the reload on them.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import signal
+import time
+
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi_config
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, ReloadFailed, WaitTimeout, poll
+
+# The master recreates its FIFO after every writer closes it; a reader may be missing for a moment.
+FIFO_RETRY_SECONDS = 0.5
+
+
+def transport_for(params):
+    """('master_fifo'|'touch_file'|'pidfile'|'worker_signals', path) that triggers this mode, or None."""
+    mode = params['mode']
+    if mode == 'rolling':
+        return ('worker_signals', None)
+    if params['master_fifo']:
+        return ('master_fifo', params['master_fifo'])
+    if params['touch_file'] and mode in _uwsgi.TOUCH_OPTIONS:
+        return ('touch_file', params['touch_file'])
+    if params['pidfile'] and mode == 'graceful':
+        return ('pidfile', params['pidfile'])
+    return None
+
+
+def describe_method(transport, mode, batch):
+    kind, path = transport
+    if kind == 'master_fifo':
+        return "master_fifo %s: '%s'" % (path, _uwsgi.FIFO_COMMANDS[mode])
+    if kind == 'touch_file':
+        return 'touch_file %s (%s)' % (path, _uwsgi.TOUCH_OPTIONS[mode])
+    if kind == 'pidfile':
+        return 'SIGHUP to the master named by pidfile %s' % path
+    return 'SIGHUP to each worker, at most %d at a time' % batch
+
+
+def identify_master(params, before):
+    """The master's ProcessInfo, proven from /proc (and the pidfile, when given), or None if not visible."""
+    stats_pid = before.get('pid') if before else None
+    pidfile_pid = None
+    if params['pidfile']:
+        try:
+            pidfile_pid = _proc.read_pidfile(params['pidfile'])
+        except (IOError, OSError) as exc:
+            reason = 'permission denied' if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
+            raise ReloadFailed('pidfile=%s: cannot be read: %s' % (params['pidfile'], reason))
+        except ValueError as exc:
+            raise ReloadFailed('pidfile=%s: %s' % (params['pidfile'], exc))
+        if stats_pid and pidfile_pid != stats_pid:
+            raise ReloadFailed('pidfile=%s names pid %d, but the master answering stats=%s is pid %d: '
+                               'stale pidfile or another instance' % (params['pidfile'], pidfile_pid, params['stats'], stats_pid))
+    pid = pidfile_pid or stats_pid
+    if not pid:
+        return None
+    info = _proc.read_process(pid)
+    if info is None:
+        if pidfile_pid:
+            raise ReloadFailed('pidfile=%s names pid %d, which is not running (stale pidfile)' % (params['pidfile'], pid))
+        return None
+    if not _uwsgi.looks_like_uwsgi(info) and not _uwsgi.looks_like_uwsgi(info, master_exe(pid)):
+        source = 'pidfile=%s' % params['pidfile'] if pidfile_pid else 'stats=%s' % params['stats']
+        raise ReloadFailed('%s names %s, which is not a uWSGI process; nothing was signalled' % (source, info.describe()))
+    return info
+
+
+def master_exe(pid):
+    """The executable of ``pid`` (read as its owner when root may not), or None: then the other evidence counts."""
+    try:
+        return _proc.read_guarded(pid, 'exe', lambda: _proc.read_link_or_raise(pid, 'exe'))
+    except (OSError, _proc.OwnerReadError):
+        return None
+
+
+def check_lazy_apps(warn, mode, master):
+    """Refuse modes whose respawned workers would keep the old code; warn when it cannot be told."""
+    if mode not in ('chain', 'rolling', 'workers'):
+        return
+    if master is None:
+        warn('cannot see the uWSGI master in /proc, so lazy-apps could not be confirmed; without it '
+             'mode=%s respawns workers with the code the master loaded' % mode)
+        return
+    hidden = None
+    try:
+        cwd, environ = _proc.read_guarded(master.pid, 'cwd and environ', lambda: [
+            _proc.read_link_or_raise(master.pid, 'cwd'), _proc.read_environ_or_raise(master.pid)])
+    except _proc.OwnerReadError as exc:
+        cwd, environ, hidden = None, None, str(exc)
+    except OSError as exc:
+        cwd, environ, hidden = None, None, 'cannot read /proc/%d/cwd and environ: %s' % (master.pid, exc.strerror or exc)
+    declared = _uwsgi_config.lazy_apps_declared(master.cmdline, environ or {}, cwd, _proc.read_text)
+    if hidden and not declared:
+        # What the environment or a relative config path would say is unknown: no refusal on a guess.
+        warn('could not confirm lazy-apps for %s (%s); without it mode=%s respawns workers with the code '
+             'the master loaded' % (master.describe(), hidden, mode))
+    elif declared is None:
+        warn('could not confirm lazy-apps from the configuration of %s; without it mode=%s respawns '
+             'workers with the code the master loaded' % (master.describe(), mode))
+    elif not declared and mode in ('chain', 'rolling'):
+        raise ReloadFailed('mode=%s needs lazy-apps, but %s does not set lazy-apps: its new workers would be '
+                           'forked from a master holding the old code. Set lazy-apps = true or use mode=graceful'
+                           % (mode, master.describe()))
+    elif not declared:
+        warn('%s does not set lazy-apps: mode=workers re-forks workers from the master, which keeps '
+             'the old code; use mode=graceful to load new code' % master.describe())
+
+
+def validate_transport(transport):
+    kind, path = transport
+    try:
+        if kind == 'master_fifo':
+            _uwsgi.check_fifo(path)
+        elif kind == 'touch_file':
+            _uwsgi.check_touch_file(path)
+    except _uwsgi.UwsgiError as exc:
+        raise ReloadFailed(str(exc))
+
+
+def send_fifo(path, command):
+    deadline = Deadline(FIFO_RETRY_SECONDS)
+    while True:
+        try:
+            return _uwsgi.fifo_command(path, command)
+        except _uwsgi.UwsgiError:
+            if deadline.expired():
+                raise
+            time.sleep(0.05)
+
+
+def trigger(transport, mode, master):
+    kind, path = transport
+    if kind == 'master_fifo':
+        send_fifo(path, _uwsgi.FIFO_COMMANDS[mode])
+    elif kind == 'touch_file':
+        _uwsgi.touch(path)
+    elif kind == 'pidfile':
+        os.kill(master.pid, signal.SIGHUP)
+
+
+class Waiter:
+    """Polls the stats server until the tracker proves completion; drives the rolling replacement.
+
+    ``probe()`` raises ReloadFailed with the stats document it judged (or the last one read) as details.
+    """
+
+    def __init__(self, address, before, master, mode, batch):
+        self.address = address
+        self.mode = mode
+        self.batch = batch
+        self.master = master
+        self.tracker = _uwsgi.ReloadTracker(before)
+        self.signalled = {}
+        self.queue = list(self.tracker.targets) if mode == 'rolling' else []
+        self.unreachable = None
+
+    def draining(self):
+        """Workers told to stop but not yet replaced: uWSGI still lists them as accepting."""
+        pending = self.tracker.pending
+        if self.mode == 'rolling':
+            return set(self.signalled) & set(pending)
+        if self.mode == 'chain':
+            return set(pending[:1])
+        return set(pending)
+
+    def probe(self):
+        try:
+            document = _uwsgi.read_stats(self.address)
+        except _uwsgi.UwsgiError as exc:
+            if self.master is not None and not _proc.is_alive(self.master.pid):
+                raise ReloadFailed('the uWSGI master (pid %d) died during the reload; the instance is down '
+                                   '(last error: %s)' % (self.master.pid, exc), details=self.tracker.last)
+            # A re-executing master is briefly unreachable; the deadline bounds how long we accept it.
+            self.unreachable = str(exc)
+            return None
+        self.unreachable = None
+        verdict, message = self.tracker.observe(document, self.draining())
+        if verdict == 'broken':
+            if self.queue:
+                message += '; stopped before replacing workers %s, which still serve the old code' % (
+                    ', '.join(str(w) for w in self.queue))
+            raise ReloadFailed(message, details=document)
+        if verdict == 'done':
+            return document
+        if self.mode == 'rolling':
+            self.replace_next(document)
+        return None
+
+    def replace_next(self, document):
+        in_flight = [wid for wid in self.signalled if wid in self.tracker.pending]
+        by_id = dict((w.get('id'), w) for w in document.get('workers', []))
+        # Idle workers first: they exit at once, while a busy one holds its slot until its requests end.
+        self.queue.sort(key=lambda wid: (by_id.get(wid, {}).get('status') == 'busy', wid))
+        while self.queue and len(in_flight) < self.batch:
+            wid = self.queue.pop(0)
+            worker = by_id.get(wid, {})
+            pid = worker.get('pid', 0)
+            if pid not in self.tracker.old_pids:
+                continue  # already replaced by something else; the tracker still checks it
+            info = _proc.read_process(pid)
+            if info is None or info.ppid != self.tracker.master_pid:
+                raise ReloadFailed('worker %s: pid %d is %s, not a child of the uWSGI master %d; nothing signalled'
+                                   % (wid, pid, info.describe() if info else 'gone', self.tracker.master_pid),
+                                   details=document)
+            os.kill(pid, signal.SIGHUP)
+            self.signalled[wid] = pid
+            in_flight.append(wid)
+
+    def describe_timeout(self):
+        if self.unreachable:
+            return 'the stats server did not answer again: %s' % self.unreachable
+        return self.tracker.describe_pending(self.tracker.last)
+
+
+def reload_instance(params, warn, check_mode):
+    """Trigger one reload as uwsgi_reload's ``params`` ask and, with ``wait``, prove it; returns the module's result.
+
+    ``warn(text)`` reports what could not be confirmed. Raises ReloadFailed whose message is the task's and whose
+    details are the other fields of its failed result.
+    """
+    mode = params['mode']
+    result = dict(changed=False, mode=mode)
+    transport = transport_for(params)
+    if transport is None:
+        raise ReloadFailed('mode=%s cannot be triggered through %s: use master_fifo (any mode), touch_file '
+                           '(chain, graceful, workers) or pidfile (graceful)'
+                           % (mode, 'touch_file=%s' % params['touch_file'] if params['touch_file'] else 'pidfile=%s' % params['pidfile']),
+                           details=result)
+    if mode == 'rolling' and not params['wait']:
+        raise ReloadFailed('mode=rolling is driven by the module itself and cannot run with wait=false', details=result)
+
+    try:
+        address = _uwsgi.parse_stats_address(params['stats']) if params['stats'] else None
+        before = _uwsgi.read_stats(address) if address else None
+        batch = 1
+        if before is not None:
+            result['master_pid'] = before.get('pid')
+            result['workers_before'] = _uwsgi.workers_summary(before)
+            if not _uwsgi.live_workers(before):
+                raise ReloadFailed('stats=%s: the instance reports no running worker; nothing to reload' % params['stats'])
+        if mode == 'rolling':
+            batch = _uwsgi.resolve_max_unavailable(params['max_unavailable'], len(_uwsgi.live_workers(before)))
+        result['method'] = describe_method(transport, mode, batch)
+        master = identify_master(params, before)
+        if master is None and transport[0] in ('pidfile', 'worker_signals'):
+            raise ReloadFailed('cannot find the uWSGI master (pid %s from stats=%s) in /proc: the module must run on '
+                               'the instance\'s host to signal it' % (before.get('pid'), params['stats']))
+        validate_transport(transport)
+        check_lazy_apps(warn, mode, master)
+    except (_uwsgi.UwsgiError, ValueError, ReloadFailed) as exc:
+        raise ReloadFailed(str(exc), details=result)
+
+    result['changed'] = True
+    if check_mode:
+        result['elapsed'] = 0.0
+        result['msg'] = 'would reload (%s) via %s%s' % (mode, result['method'], ' and wait for proof' if params['wait'] else '')
+        return result
+
+    started = Deadline(params['timeout'])
+    waiter = None
+    try:
+        if transport[0] != 'worker_signals':
+            trigger(transport, mode, master)
+        if not params['wait']:
+            result['elapsed'] = round(started.elapsed(), 3)
+            result['msg'] = '%s reload triggered via %s; not waiting for proof' % (mode, result['method'])
+            return result
+        waiter = Waiter(address, before, master, mode, batch)
+        final = poll(waiter.probe, started, params['poll_interval'], describe=waiter.describe_timeout)
+    except ReloadFailed as exc:
+        snapshot = exc.details
+        result.update(elapsed=round(started.elapsed(), 3), snapshot=snapshot or {})
+        if snapshot:
+            result['workers_after'] = _uwsgi.workers_summary(snapshot)
+        raise ReloadFailed('%s reload failed after %.1fs: %s' % (mode, started.elapsed(), exc), details=result)
+    except WaitTimeout as exc:
+        last = waiter.tracker.last
+        result.update(elapsed=round(started.elapsed(), 3), snapshot=last, workers_after=_uwsgi.workers_summary(last))
+        raise ReloadFailed('%s reload not complete after timeout=%ss: %s' % (mode, params['timeout'], exc), details=result)
+    except (_uwsgi.UwsgiError, OSError) as exc:
+        result['elapsed'] = round(started.elapsed(), 3)
+        raise ReloadFailed('%s reload could not be triggered: %s' % (mode, exc), details=result)
+
+    elapsed = started.elapsed()
+    result.update(
+        elapsed=round(elapsed, 3),
+        completed_at=time.time(),
+        min_accepting=waiter.tracker.min_accepting,
+        workers_after=_uwsgi.workers_summary(final),
+        msg='%s reload complete: %d workers replaced in %.2fs' % (mode, len(waiter.tracker.targets), elapsed),
+    )
+    return result

@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.wsgi contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi_config
+
+
+# ------------------------------------------------------------------ ini options
+
+@pytest.mark.parametrize('text, expected', [
+    ('[uwsgi]\nsocket = /run/app/web-1.sock\nsocket = /run/app/other.sock\n', ['/run/app/web-1.sock']),
+    ('[uwsgi]\nuwsgi_socket = 127.0.0.1:3031\n', ['127.0.0.1:3031']),
+    ('[uwsgi]\nsubscribe2 = server=127.0.0.1:2626,key=shop,addr=10.0.0.5:3031\nsocket = :3031\n',
+     ['10.0.0.5:3031', ':3031']),
+    ('[uwsgi]\nmodule = app\n', []),
+    ('[other]\nsocket = /x\n', []),
+    ('not an ini [[[', []),
+    (None, []),
+])
+def test_subscription_addresses(text, expected):
+    assert _uwsgi_config.subscription_addresses(text) == expected
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('[uwsgi]\nsubscribe-to = 127.0.0.1:2626:shop\nst = /run/sub.sock:shop\nsubscribe-to = 127.0.0.1:2626:shop\n',
+     ['127.0.0.1:2626', '/run/sub.sock']),
+    ('[uwsgi]\nsubscribe2 = server=10.0.0.1:2626,key=shop,addr=10.0.0.5:3031\n', ['10.0.0.1:2626']),
+    ('[uwsgi]\nsubscribe-to = @/etc/subscriptions.txt\n', []),
+    ('[uwsgi]\nsocket = :3031\n', []),
+])
+def test_subscription_servers(text, expected):
+    assert _uwsgi_config.subscription_servers(text) == expected
+
+
+# ------------------------------------------------------------------ lazy-apps evidence
+
+def files(mapping):
+    return mapping.get
+
+
+@pytest.mark.parametrize('cmdline, environ, texts, expected', [
+    (['uwsgi', '--lazy-apps', '--http-socket', ':80'], {}, {}, True),
+    (['uwsgi', '--lazy-apps=false'], {}, {}, False),
+    (['uwsgi', '--http-socket', ':80'], {'UWSGI_LAZY_APPS': '1'}, {}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
+    (['uwsgi', '--ini=/etc/app.ini'], {}, {'/etc/app.ini': '[uwsgi]\nlazy-apps\n'}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy_apps = 1\n'}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = false\nmaster = true\n'}, False),
+    (['uwsgi', '--ini', 'app.ini:prod'], {}, {'/srv/app.ini': '[uwsgi]\nmaster=1\n[prod]\nlazy = true\n'}, True),
+    (['uwsgi', '--ini', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nini = base.ini\n', '/srv/base.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
+    (['uwsgi', 'app.ini'], {}, {'/srv/app.ini': '[uwsgi]\nlazy-apps = true\n'}, True),
+    (['uwsgi', '--ini', 'gone.ini'], {}, {}, None),
+    (['uwsgi', '--yaml', 'app.yml'], {}, {}, None),
+    (['uwsgi', '--http-socket', ':80'], {}, {}, False),
+])
+def test_lazy_apps_declared(cmdline, environ, texts, expected):
+    assert _uwsgi_config.lazy_apps_declared(cmdline, environ, '/srv', files(texts)) is expected
