@@ -37,9 +37,6 @@ import tempfile
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
 
-# Where process information comes from; unit tests point it at a fake tree.
-PROC = '/proc'
-
 HEARTBEAT_PREFIX = 'wgunicorn-'
 UPGRADE_ENV = 'GUNICORN_PID'
 EXIT_REASONS = {3: 'a worker failed to boot', 4: 'the application failed to load'}
@@ -130,16 +127,13 @@ def heartbeats(pid, proc_root=None):
     Raises OSError (EACCES) when this user may not look at the process's descriptors,
     ESRCH-like ENOENT when the process is gone.
     """
-    proc_root = proc_root or PROC
-    fd_dir = os.path.join(proc_root, str(pid), 'fd')
     found = {}
-    for entry in os.listdir(fd_dir):
-        path = os.path.join(fd_dir, entry)
+    for entry in _proc.list_fds(pid, proc_root):
         try:
-            target = os.readlink(path)
+            target = _proc.fd_target(pid, entry, proc_root)
             if not os.path.basename(target).startswith(HEARTBEAT_PREFIX):
                 continue
-            status = os.stat(path)
+            status = _proc.fd_status(pid, entry, proc_root)
         except OSError as exc:
             # Listing fd/ needs less than reading its links: root without CAP_SYS_PTRACE lists them only.
             if exc.errno in (errno.EACCES, errno.EPERM):
@@ -164,7 +158,7 @@ def written_files(pid, proc_root=None):
     A LogFiles: its ``owner`` is the process's uid, for LogWatch. Root that /proc denies reads the descriptors
     as the process's owner (see _guarded); GunicornError when that fails too.
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     paths = LogFiles()
     try:
         targets = _guarded(pid, 'fd and fdinfo', lambda: _written_targets(pid, proc_root), proc_root)
@@ -180,23 +174,21 @@ def written_files(pid, proc_root=None):
 
 def _written_targets(pid, proc_root):
     """Paths the process holds open for writing, in descriptor order; OSError (EACCES) when hidden."""
-    base = os.path.join(proc_root, str(pid))
     paths = []
     try:
-        entries = os.listdir(os.path.join(base, 'fd'))
+        entries = _proc.list_fds(pid, proc_root)
     except OSError as exc:
         if _proc.is_denied(exc):
             raise
         return paths
     for entry in sorted(entries, key=lambda name: int(name) if name.isdigit() else 0):
         try:
-            target = os.readlink(os.path.join(base, 'fd', entry))
+            target = _proc.fd_target(pid, entry, proc_root)
             if not target.startswith('/') or target.endswith(' (deleted)'):
                 continue
             if os.path.basename(target).startswith(HEARTBEAT_PREFIX):
                 continue
-            with open(os.path.join(base, 'fdinfo', entry)) as handle:
-                flags = _fdinfo_flags(handle.read())
+            flags = _proc.fd_flags(pid, entry, proc_root)
         except OSError as exc:
             if _proc.is_denied(exc):
                 raise
@@ -208,34 +200,14 @@ def _written_targets(pid, proc_root):
     return paths
 
 
-def _fdinfo_flags(text):
-    for line in text.splitlines():
-        if line.startswith('flags:'):
-            return int(line.split()[1], 8)
-    raise ValueError('no flags')
-
-
 # ---------------------------------------------------------------- process tree
 
-def start_ticks(pid, proc_root=None):
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
-    proc_root = proc_root or PROC
-    text = _proc.read_text(os.path.join(proc_root, str(pid), 'stat'))
-    if text is None:
-        return None
-    try:
-        return int(text[text.rindex(')') + 2:].split()[19])
-    except (ValueError, IndexError):
-        return None
-
-
 def age_seconds(ticks, proc_root=None):
-    """Seconds a process started ``ticks`` after boot has been running, or None."""
-    proc_root = proc_root or PROC
-    uptime = _proc.read_text(os.path.join(proc_root, 'uptime'))
-    if ticks is None or not uptime:
+    """Seconds a process started ``ticks`` (_proc.start_ticks) after boot has been running, or None."""
+    uptime = _proc.uptime(proc_root) if ticks is not None else None
+    if uptime is None:
         return None
-    return round(max(0.0, float(uptime.split()[0]) - ticks / float(os.sysconf('SC_CLK_TCK'))), 2)
+    return round(max(0.0, uptime - ticks / float(os.sysconf('SC_CLK_TCK'))), 2)
 
 
 class Master:
@@ -271,11 +243,11 @@ def inspect_master(pid, proc_root=None):
     Raises GunicornError when /proc hides the descriptors that prove its workers, from this user
     and, for root, from the process's owner too.
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     info = _proc.read_process(pid, proc_root)
     if info is None or not is_gunicorn_cmdline(info.cmdline):
         return None
-    started = start_ticks(pid, proc_root)
+    started = _proc.start_ticks(pid, proc_root)
     try:
         environ, own = process_view(pid, proc_root)
     except OSError as exc:
@@ -323,7 +295,7 @@ def process_view(pid, proc_root=None):
 
     OSError (EACCES) when this user may not read them; OSError (ENOENT, ESRCH) when the process is gone.
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
 
     def read():
         # Pairs, not a dict: JSON would make the inodes strings on their way back from the owner's child.
@@ -339,7 +311,7 @@ def socket_inodes(pid, proc_root=None):
     Empty when the process is gone or hidden from this user (not root); root that /proc denies reads
     them as the process's owner, and GunicornError says when that fails too.
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     try:
         return set(_guarded(pid, 'fd', lambda: _socket_targets(pid, proc_root), proc_root))
     except OSError:
@@ -347,17 +319,16 @@ def socket_inodes(pid, proc_root=None):
 
 
 def _socket_targets(pid, proc_root):
-    fd_dir = os.path.join(proc_root, str(pid), 'fd')
     found = set()
     try:
-        entries = os.listdir(fd_dir)
+        entries = _proc.list_fds(pid, proc_root)
     except OSError as exc:
         if _proc.is_denied(exc):
             raise
         return []
     for entry in entries:
         try:
-            target = os.readlink(os.path.join(fd_dir, entry))
+            target = _proc.fd_target(pid, entry, proc_root)
         except OSError as exc:
             if _proc.is_denied(exc):
                 raise
@@ -369,7 +340,7 @@ def _socket_targets(pid, proc_root):
 
 def is_running(pid, proc_root=None):
     """Whether ``pid`` is a live process (zombies are not)."""
-    return _proc.is_alive(pid, proc_root or PROC)
+    return _proc.is_alive(pid, proc_root)
 
 
 def is_gone(master, proc_root=None):
@@ -377,8 +348,8 @@ def is_gone(master, proc_root=None):
 
     Not the negation of same_process(): an exiting process loses its command line before it dies.
     """
-    proc_root = proc_root or PROC
-    return _proc.read_process(master.pid, proc_root) is None or start_ticks(master.pid, proc_root) != master.started
+    proc_root = proc_root or _proc.PROC
+    return _proc.read_process(master.pid, proc_root) is None or _proc.start_ticks(master.pid, proc_root) != master.started
 
 
 def reinspect(master, proc_root=None):
@@ -388,35 +359,25 @@ def reinspect(master, proc_root=None):
 
 def same_process(master, proc_root=None):
     """Whether ``master``'s PID still belongs to the process we inspected (not reused since)."""
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     info = _proc.read_process(master.pid, proc_root)
-    return info is not None and start_ticks(master.pid, proc_root) == master.started and is_gunicorn_cmdline(info.cmdline)
+    return info is not None and _proc.start_ticks(master.pid, proc_root) == master.started and is_gunicorn_cmdline(info.cmdline)
 
 
 # ---------------------------------------------------------------- identity
 
-def read_pidfile(option, path):
-    """The PID in a gunicorn pidfile; GunicornError naming ``option`` and ``path`` otherwise."""
-    try:
-        return _proc.read_pidfile(path)
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            reason = 'does not exist (gunicorn not running, or started without --pid %s)' % path
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            reason = 'cannot be read: permission denied'
-        elif exc.errno == errno.EISDIR:
-            reason = 'is a directory'
-        else:
-            reason = 'cannot be read: %s' % (exc.strerror or exc)
-        raise GunicornError('%s=%s %s' % (option, path, reason))
-    except ValueError as exc:
-        raise GunicornError('%s=%s: %s' % (option, path, exc))
+def not_running(path):
+    """What a missing gunicorn pidfile ``path`` means, for _proc.read_pidfile's ``missing``."""
+    return 'gunicorn not running, or started without --pid %s' % path
 
 
 def identify_master(pidfile, proc_root=None):
     """The Master the pidfile names, proven from /proc; GunicornError saying what the PID really is."""
-    proc_root = proc_root or PROC
-    pid = read_pidfile('pidfile', pidfile)
+    proc_root = proc_root or _proc.PROC
+    try:
+        pid = _proc.read_pidfile(pidfile, 'pidfile', not_running(pidfile))
+    except _proc.PidfileError as exc:
+        raise GunicornError(str(exc))
     info = _proc.read_process(pid, proc_root)
     if info is None:
         raise GunicornError('pidfile=%s names pid %d, which is not running (stale pidfile)'
@@ -443,7 +404,7 @@ def identify_master(pidfile, proc_root=None):
 
 def master_cwd(pid, proc_root=None):
     """The master's working directory (what a relative --pid is relative to), None when it is gone."""
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     try:
         return _guarded(pid, 'cwd', lambda: _proc.read_link_or_raise(pid, 'cwd', proc_root), proc_root)
     except OSError as exc:
@@ -524,7 +485,7 @@ def find_pending_upgrade(master, pidfile, proc_root=None):
     and ``<pidfile>.2`` names it, as gunicorn writes it when such a master starts. GunicornError says which
     proof failed.
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     if master.upgrading_from:
         old, new = inspect_master(master.upgrading_from, proc_root), master
         if old is None:
@@ -542,8 +503,8 @@ def find_pending_upgrade(master, pidfile, proc_root=None):
                             % (new.pid, new.describe(), old.pid))
     upgrade_pidfile = pidfile + '.2'
     try:
-        named = read_pidfile('upgrade pidfile', upgrade_pidfile)
-    except GunicornError as exc:
+        named = _proc.read_pidfile(upgrade_pidfile, 'upgrade pidfile', not_running(upgrade_pidfile))
+    except _proc.PidfileError as exc:
         raise GunicornError('new master %d runs beside master %d, but it cannot be proven to be this instance\'s: '
                             '%s' % (new.pid, old.pid, exc))
     if named != new.pid:
@@ -559,7 +520,7 @@ def stale_upgrade_pidfile(pidfile, proc_root=None):
 
     gunicorn's new master refuses to start when its pidfile names any live process.
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     path = pidfile + '.2'
     if not os.path.exists(path):
         return None
@@ -631,7 +592,7 @@ def _interpreter(cmdline, read_text):
 
 def find_version(master, proc_root=None):
     """gunicorn's version as installed where the master imports it from, or None."""
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     try:
         maps = _guarded(master.pid, 'maps', lambda: _proc.read_text_or_raise(master.pid, 'maps', proc_root), proc_root)
     except OSError:

@@ -19,6 +19,9 @@ import signal
 import stat
 import time
 
+# Where process information comes from, for every reader of the collection; unit tests point it at a fake tree.
+PROC = '/proc'
+
 
 class ProcessInfo:
     """What /proc says about one process at one moment."""
@@ -44,6 +47,11 @@ class ProcessInfo:
         return 'pid %d (%s)' % (self.pid, shown)
 
 
+def proc_path(pid, *names, proc_root=None):
+    """The path of /proc/PID (``pid`` may be ``self``) or of an entry in it, under ``proc_root`` (PROC by default)."""
+    return os.path.join(proc_root or PROC, str(pid), *names)
+
+
 def parse_stat(text):
     """Return (comm, state, ppid) from the text of /proc/PID/stat.
 
@@ -64,9 +72,9 @@ def parse_cmdline(raw):
     return [part.decode('utf-8', 'replace') for part in parts]
 
 
-def read_process(pid, proc_root='/proc'):
+def read_process(pid, proc_root=None):
     """ProcessInfo for ``pid``, or None when no such process exists (or it is a zombie)."""
-    base = os.path.join(proc_root, str(pid))
+    base = proc_path(pid, proc_root=proc_root)
     try:
         with open(os.path.join(base, 'stat'), 'r') as handle:
             comm, state, ppid = parse_stat(handle.read())
@@ -79,20 +87,20 @@ def read_process(pid, proc_root='/proc'):
     return ProcessInfo(pid, ppid, state, cmdline, comm)
 
 
-def is_alive(pid, proc_root='/proc'):
+def is_alive(pid, proc_root=None):
     return read_process(pid, proc_root) is not None
 
 
-def child_pids(pid, proc_root='/proc'):
+def child_pids(pid, proc_root=None):
     """PIDs whose parent is ``pid``: the kernel's children list when it has one, else a scan of every /proc/N/stat."""
-    listing = read_text(os.path.join(proc_root, str(pid), 'task', str(pid), 'children'))
+    listing = read_text(proc_path(pid, 'task', str(pid), 'children', proc_root=proc_root))
     if listing is not None:
         return sorted(int(word) for word in listing.split())
     found = []
-    for entry in os.listdir(proc_root):
-        if not entry.isdigit():
+    for name in os.listdir(proc_root or PROC):
+        if not name.isdigit():
             continue
-        info = read_process(int(entry), proc_root)
+        info = read_process(int(name), proc_root)
         if info is not None and info.ppid == pid:
             found.append(info.pid)
     return sorted(found)
@@ -137,13 +145,28 @@ def open_unfollowed(path):
         raise
 
 
-def read_pidfile(path):
+class PidfileError(Exception):
+    """read_pidfile given the option that named the pidfile: no PID from it; the message starts with ``option=path``."""
+
+
+def read_pidfile(path, option=None, missing=None):
     """The PID named by a pidfile; ValueError with the reason when it names none, OSError when it cannot be opened.
+
+    Given ``option`` (the module option that named ``path``), PidfileError for either instead, whose message names
+    ``option=path`` and the reason; ``missing`` says, in the message for a pidfile that does not exist, what that
+    may mean (the server not running).
 
     The pidfile's directory may belong to the application's user, who can put anything in its place: it is opened
     without following a symlink and without blocking (a FIFO blocks its reader until a writer comes), read only when
     it is a regular file, and what it holds is never shown (it could be another file's content).
     """
+    if option is not None:
+        try:
+            return read_pidfile(path)
+        except (IOError, OSError) as exc:
+            raise PidfileError('%s=%s %s' % (option, path, _unreadable(exc, missing)))
+        except ValueError as exc:
+            raise PidfileError('%s=%s: %s' % (option, path, exc))
 
     def not_regular(mode):
         kind = file_kind(mode)
@@ -171,18 +194,29 @@ def read_pidfile(path):
     return int(content)
 
 
-def read_link(pid, name, proc_root='/proc'):
+def _unreadable(exc, missing):
+    """Why a pidfile could not be opened (``exc``), as a phrase after its name."""
+    if exc.errno == errno.ENOENT:
+        return 'does not exist (%s)' % missing if missing else 'does not exist'
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return 'cannot be read: permission denied'
+    if exc.errno == errno.EISDIR:
+        return 'is a directory'
+    return 'cannot be read: %s' % (exc.strerror or exc)
+
+
+def read_link(pid, name, proc_root=None):
     """Target of /proc/PID/<name> (exe, cwd), or None when hidden from this user or gone."""
     try:
-        return os.readlink(os.path.join(proc_root, str(pid), name))
+        return os.readlink(proc_path(pid, name, proc_root=proc_root))
     except (IOError, OSError):
         return None
 
 
-def read_environ(pid, proc_root='/proc'):
+def read_environ(pid, proc_root=None):
     """The process's initial environment as a dict; empty when unreadable."""
     try:
-        with open(os.path.join(proc_root, str(pid), 'environ'), 'rb') as handle:
+        with open(proc_path(pid, 'environ', proc_root=proc_root), 'rb') as handle:
             raw = handle.read()
     except (IOError, OSError):
         return {}
@@ -227,40 +261,81 @@ def read_text(path, limit=1024 * 1024):
         return None
 
 
-def all_child_pids(pid, proc_root='/proc'):
+def all_child_pids(pid, proc_root=None):
     """Children of every thread of ``pid``: a child forked by another thread than the main one is only in that
     thread's children list. Falls back to child_pids when the kernel keeps no such list."""
     try:
-        tasks = os.listdir(os.path.join(proc_root, str(pid), 'task'))
+        tasks = os.listdir(proc_path(pid, 'task', proc_root=proc_root))
     except (IOError, OSError):
         return []
     found = set()
     listed = False
     for task in tasks:
-        listing = read_text(os.path.join(proc_root, str(pid), 'task', task, 'children'))
+        listing = read_text(proc_path(pid, 'task', task, 'children', proc_root=proc_root))
         if listing is not None:
             listed = True
             found.update(int(word) for word in listing.split())
     return sorted(found) if listed else child_pids(pid, proc_root)
 
 
-def read_link_or_raise(pid, name, proc_root='/proc'):
+def list_fds(pid, proc_root=None):
+    """The names of the process's descriptors (the entries of /proc/PID/fd); OSError as listing them raises it
+    (EACCES, EPERM when hidden from this user; ENOENT when the process is gone)."""
+    return os.listdir(proc_path(pid, 'fd', proc_root=proc_root))
+
+
+def fd_target(pid, fd, proc_root=None):
+    """What descriptor ``fd`` of the process refers to (a path, ``socket:[inode]``...); OSError as readlink raises it.
+
+    Root without CAP_SYS_PTRACE may list another user's descriptors but not read them: EACCES.
+    """
+    return os.readlink(proc_path(pid, 'fd', str(fd), proc_root=proc_root))
+
+
+def fd_status(pid, fd, proc_root=None):
+    """os.stat of the file descriptor ``fd`` of the process refers to; OSError as stat raises it."""
+    return os.stat(proc_path(pid, 'fd', str(fd), proc_root=proc_root))
+
+
+def fd_flags(pid, fd, proc_root=None):
+    """The flags descriptor ``fd`` of the process was opened with (the octal ``flags:`` of /proc/PID/fdinfo/FD).
+
+    OSError as opening that file raises it; ValueError when it shows no flags.
+    """
+    with open(proc_path(pid, 'fdinfo', str(fd), proc_root=proc_root)) as handle:
+        return parse_fdinfo_flags(handle.read())
+
+
+def parse_fdinfo_flags(text):
+    """The open flags from the text of /proc/PID/fdinfo/FD; ValueError when it has none."""
+    for line in text.splitlines():
+        if line.startswith('flags:'):
+            return int(line.split()[1], 8)
+    raise ValueError('no flags')
+
+
+def read_cgroup(pid, proc_root=None):
+    """The text of /proc/PID/cgroup, or None when it cannot be read."""
+    return read_text(proc_path(pid, 'cgroup', proc_root=proc_root))
+
+
+def read_link_or_raise(pid, name, proc_root=None):
     """Target of /proc/PID/<name>, None when the process is gone; OSError (EACCES, EPERM) when it is hidden.
 
     Unlike read_link, a process this user may not look at is not mistaken for one that exited.
     """
     try:
-        return os.readlink(os.path.join(proc_root, str(pid), name))
+        return os.readlink(proc_path(pid, name, proc_root=proc_root))
     except (IOError, OSError) as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise
         return None
 
 
-def read_text_or_raise(pid, name, proc_root='/proc'):
+def read_text_or_raise(pid, name, proc_root=None):
     """Content of /proc/PID/<name> (maps), None when the process is gone; OSError (EACCES, EPERM) when hidden."""
     try:
-        with open(os.path.join(proc_root, str(pid), name), 'r') as handle:
+        with open(proc_path(pid, name, proc_root=proc_root), 'r') as handle:
             return handle.read()
     except (IOError, OSError) as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
@@ -274,9 +349,9 @@ def parse_start_ticks(text):
     return int(text[text.rindex(')') + 2:].split()[19])
 
 
-def start_ticks(pid, proc_root='/proc'):
+def start_ticks(pid, proc_root=None):
     """The process's start time in clock ticks since boot, or None when it is gone."""
-    text = read_text(os.path.join(proc_root, str(pid), 'stat'))
+    text = read_text(proc_path(pid, 'stat', proc_root=proc_root))
     if text is None:
         return None
     try:
@@ -290,17 +365,24 @@ def parse_uptime(text):
     return float(text.split()[0])
 
 
-def boot_time(proc_root='/proc', now=None):
+def uptime(proc_root=None):
+    """Seconds since boot (/proc/uptime), or None when it cannot be read."""
+    text = read_text(os.path.join(proc_root or PROC, 'uptime'))
+    if not text:
+        return None
+    return parse_uptime(text)
+
+
+def boot_time(proc_root=None, now=None):
     """Epoch time of the boot, to 10 ms (now minus /proc/uptime), or None when /proc/uptime cannot be read.
 
     Not btime of /proc/stat: that is truncated to the second, so a process started just after an
     event could seem to have started up to a second before it.
     """
-    text = read_text(os.path.join(proc_root, 'uptime'))
-    if not text:
+    seconds = uptime(proc_root)
+    if seconds is None:
         return None
-    uptime = parse_uptime(text)
-    return (time.time() if now is None else now) - uptime
+    return (time.time() if now is None else now) - seconds
 
 
 def clock_tick():
@@ -308,7 +390,7 @@ def clock_tick():
     return 1.0 / os.sysconf('SC_CLK_TCK')
 
 
-def start_time(pid, proc_root='/proc', boot=None):
+def start_time(pid, proc_root=None, boot=None):
     """Epoch time at which ``pid`` started (tick resolution), or None when it is gone."""
     ticks = start_ticks(pid, proc_root)
     boot = boot_time(proc_root) if boot is None else boot
@@ -349,10 +431,10 @@ def is_denied(exc):
     return isinstance(exc, (IOError, OSError)) and exc.errno in (errno.EACCES, errno.EPERM)
 
 
-def read_environ_or_raise(pid, proc_root='/proc'):
+def read_environ_or_raise(pid, proc_root=None):
     """The process's initial environment as a dict, None when it is gone; OSError (EACCES, EPERM) when hidden."""
     try:
-        with open(os.path.join(proc_root, str(pid), 'environ'), 'rb') as handle:
+        with open(proc_path(pid, 'environ', proc_root=proc_root), 'rb') as handle:
             raw = handle.read()
     except (IOError, OSError) as exc:
         if is_denied(exc):
@@ -361,14 +443,14 @@ def read_environ_or_raise(pid, proc_root='/proc'):
     return parse_environ(raw)
 
 
-def process_owner(pid, proc_root='/proc'):
+def process_owner(pid, proc_root=None):
     """(uid, gid, dumpable) of a process as /proc shows them, or None when it is gone.
 
     /proc/PID always has the process's effective uid and gid. /proc/PID/fd has them only while the
     process is dumpable, and root's once it is not (it changed its user or group itself after exec):
     then only CAP_SYS_PTRACE passes the kernel's ptrace access check, not its owner.
     """
-    base = os.path.join(proc_root, str(pid))
+    base = proc_path(pid, proc_root=proc_root)
     try:
         status = os.stat(base)
         descriptors = os.stat(os.path.join(base, 'fd'))
@@ -377,7 +459,7 @@ def process_owner(pid, proc_root='/proc'):
     return status.st_uid, status.st_gid, descriptors.st_uid == status.st_uid
 
 
-def read_guarded(pid, what, reader, proc_root='/proc', timeout=None):
+def read_guarded(pid, what, reader, proc_root=None, timeout=None):
     """``reader()``; when /proc denies it and this is root, ``reader()`` again as the owner of /proc/PID.
 
     Root without CAP_SYS_PTRACE (as in a container with Docker's default capabilities) may list another
@@ -403,7 +485,7 @@ def read_guarded(pid, what, reader, proc_root='/proc', timeout=None):
     return read_as_owner(pid, what, reader, proc_root, timeout, denied)
 
 
-def read_as_owner(pid, what, reader, proc_root='/proc', timeout=None, denied=None):
+def read_as_owner(pid, what, reader, proc_root=None, timeout=None, denied=None):
     """``reader()`` run by a child that became the owner of /proc/PID; see read_guarded.
 
     The process's start time is read before and after: a PID that named another process at either
@@ -443,14 +525,14 @@ def read_as_owner(pid, what, reader, proc_root='/proc', timeout=None, denied=Non
     return value
 
 
-def is_exiting(pid, proc_root='/proc'):
+def is_exiting(pid, proc_root=None):
     """Whether a process is gone, a zombie, or has released its memory on its way out.
 
     Once it has, the kernel shows its /proc/PID/fd, environ and cwd as root's: its owner is denied them, which
     is the process exiting (a worker replaced during a reload), not a hidden one. /proc/PID/status is readable
     by everyone and lists the Vm* lines only while the process has its memory.
     """
-    text = read_text(os.path.join(proc_root, str(pid), 'status'))
+    text = read_text(proc_path(pid, 'status', proc_root=proc_root))
     if text is None:
         return True
     fields = dict(line.partition(':')[::2] for line in text.splitlines())
@@ -547,7 +629,7 @@ def _become(uid, gid):
 def _capabilities():
     """(permitted, effective) capability masks of this process, or None when unreadable."""
     masks = {}
-    for line in (read_text('/proc/self/status') or '').splitlines():
+    for line in (read_text(proc_path('self', 'status')) or '').splitlines():
         name, _sep, value = line.partition(':')
         if name in ('CapPrm', 'CapEff'):
             masks[name] = int(value.strip(), 16)

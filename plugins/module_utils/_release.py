@@ -34,9 +34,6 @@ import os
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
 
-# Where process information comes from; unit tests point it at a fake tree.
-PROC = '/proc'
-
 # How many stray files a message names before it only counts the rest.
 SHOWN_STRAY_FILES = 2
 
@@ -100,7 +97,7 @@ def observe_worker(pid, boot, proc_root=None):
     for a wrong one, nor for a worker that is gone. Root that /proc denies (no CAP_SYS_PTRACE)
     reads them as the worker's owner instead (_proc.read_guarded).
     """
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     info = _proc.read_process(pid, proc_root)
     if info is None:
         return None
@@ -127,7 +124,7 @@ def _cwd_and_maps(pid, proc_root):
 
 def workers_of(master_pid, boot, proc_root=None):
     """Observations of the master's live children (every one of them counts as a worker)."""
-    proc_root = proc_root or PROC
+    proc_root = proc_root or _proc.PROC
     found = []
     for pid in _proc.all_child_pids(master_pid, proc_root):
         worker = observe_worker(pid, boot, proc_root)

@@ -140,7 +140,7 @@ from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
 
 def describe_workers(master):
     return [
-        {'pid': pid, 'age': _gunicorn.age_seconds(_gunicorn.start_ticks(pid)), 'booted': booted}
+        {'pid': pid, 'age': _gunicorn.age_seconds(_proc.start_ticks(pid)), 'booted': booted}
         for pid, booted in sorted(master.workers.items())
     ]
 

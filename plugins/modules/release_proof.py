@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - graceful.wsgi.attributes
   - graceful.wsgi.attributes.info_module
   - graceful.wsgi.attributes.linux
+  - graceful.wsgi.timing
 attributes:
   platform:
     details:
@@ -68,12 +69,9 @@ options:
   timeout:
     description:
       - Seconds to keep re-checking before failing. V(0) checks once.
-    type: float
+      - Must not be negative; unless V(0), at least O(poll_interval).
     default: 30
   poll_interval:
-    description:
-      - Seconds between two checks.
-    type: float
     default: 0.5
 notes:
   - The proof relies on every worker changing into C(<app_root>/current) when it loads the application, as the
@@ -187,7 +185,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _release, _systemd
-from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll
+from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll, timing_error
 
 
 class Master:
@@ -202,19 +200,14 @@ class Master:
     def refresh(self):
         """The master's PID, or None while the unit has no live main process; ReleaseError when it cannot be."""
         if self.service:
-            command = [self.systemctl, 'show', '--property=MainPID,ActiveState', self.service]
             try:
-                rc, out, err = _systemd.run(command)
+                properties = _systemd.show(self.systemctl, self.service, ('MainPID', 'ActiveState'))
             except _systemd.SystemdError as exc:
                 raise _release.ReleaseError('service=%s: %s' % (self.service, exc))
-            if rc != 0:
-                raise _release.ReleaseError('service=%s: %s failed (rc=%d): %s' % (
-                    self.service, ' '.join(command), rc, (err or out or '').strip()))
-            properties = _systemd.parse_show(out)
             self.state = 'MainPID=%s, ActiveState=%s' % (properties.get('MainPID', '?'),
                                                          properties.get('ActiveState', '?'))
             self.pid = _systemd.int_property(properties, 'MainPID') or None
-        if self.pid is not None and _proc.is_alive(self.pid, _release.PROC):
+        if self.pid is not None and _proc.is_alive(self.pid):
             return self.pid
         if not self.service:
             raise _release.ReleaseError('master_pid=%d: no such process (or only a zombie)' % self.pid)
@@ -255,7 +248,7 @@ class Proof:
             self.problems = [self.master.absent()]
             return None
         # Read once per check, so every worker's start time is placed against the same boot time.
-        boot = _proc.boot_time(_release.PROC)
+        boot = _proc.boot_time()
         workers = _release.workers_of(master_pid, boot)
         releases_root = _release.releases_dir(app_root)
         self.reports = [_release.worker_report(worker, self.release_dir, self.switched_at, releases_root)
@@ -307,10 +300,9 @@ def main():
     if params['min_workers'] < 1:
         module.fail_json(msg='min_workers=%d: must be at least 1 (no worker proves nothing)' % params['min_workers'],
                          **result)
-    if params['timeout'] < 0:
-        module.fail_json(msg='timeout=%s: must not be negative' % params['timeout'], **result)
-    if params['poll_interval'] <= 0:
-        module.fail_json(msg='poll_interval=%s: must be positive' % params['poll_interval'], **result)
+    error = timing_error(params['timeout'], params['poll_interval'], timeout_may_be_zero=True)
+    if error:
+        module.fail_json(msg=error, **result)
     if params['release'] is not None and (not params['release'] or '/' in params['release']
                                           or params['release'] in ('.', '..')):
         module.fail_json(msg='release=%s: must be the name of a directory in %s' % (

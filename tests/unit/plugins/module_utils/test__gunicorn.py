@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _proc
 
 
 @pytest.mark.parametrize('argv, expected', [
@@ -112,8 +112,8 @@ def test_written_files_lists_logs_but_not_read_only_or_deleted_files(tmp_path):
 
 def test_this_process_is_not_a_gunicorn_master():
     assert _gunicorn.inspect_master(os.getpid()) is None
-    assert _gunicorn.start_ticks(os.getpid()) > 0
-    assert _gunicorn.age_seconds(_gunicorn.start_ticks(os.getpid())) >= 0
+    assert _proc.start_ticks(os.getpid()) > 0
+    assert _gunicorn.age_seconds(_proc.start_ticks(os.getpid())) >= 0
 
 
 def test_parse_version():
@@ -303,10 +303,10 @@ def test_log_watch_notes_a_directory_and_a_socket(tmp_path):
 def test_read_pidfile_errors_name_the_option_and_path(tmp_path):
     missing = str(tmp_path / 'none.pid')
     with pytest.raises(_gunicorn.GunicornError) as caught:
-        _gunicorn.read_pidfile('pidfile', missing)
+        _gunicorn.identify_master(missing)
     assert str(caught.value).startswith('pidfile=%s does not exist' % missing)
     with pytest.raises(_gunicorn.GunicornError) as caught:
-        _gunicorn.read_pidfile('pidfile', str(tmp_path))
+        _gunicorn.identify_master(str(tmp_path))
     assert str(caught.value) == 'pidfile=%s is a directory' % tmp_path
 
 

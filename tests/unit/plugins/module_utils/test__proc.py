@@ -115,6 +115,54 @@ def test_read_pidfile_refuses_a_socket_and_a_directory(tmp_path):
     assert caught.value.errno == errno.EISDIR
 
 
+def test_read_pidfile_given_its_option_names_option_and_path(tmp_path):
+    missing = str(tmp_path / 'none.pid')
+    with pytest.raises(_proc.PidfileError) as caught:
+        _proc.read_pidfile(missing, 'pidfile', 'server not running')
+    assert str(caught.value) == 'pidfile=%s does not exist (server not running)' % missing
+    with pytest.raises(_proc.PidfileError) as caught:
+        _proc.read_pidfile(missing, 'pidfile')
+    assert str(caught.value) == 'pidfile=%s does not exist' % missing
+    with pytest.raises(_proc.PidfileError) as caught:
+        _proc.read_pidfile(str(tmp_path), 'upgrade pidfile')
+    assert str(caught.value) == 'upgrade pidfile=%s is a directory' % tmp_path
+    empty = tmp_path / 'app.pid'
+    empty.write_text('')
+    with pytest.raises(_proc.PidfileError) as caught:
+        _proc.read_pidfile(str(empty), 'pidfile')
+    assert str(caught.value) == 'pidfile=%s: it is empty' % empty
+    empty.write_text('1234\n')
+    assert _proc.read_pidfile(str(empty), 'pidfile') == 1234
+
+
+def test_every_reader_looks_under_PROC_when_given_no_root(tmp_path, monkeypatch):
+    make_proc(tmp_path, 10, 'gunicorn', 'S', 1, ['gunicorn'])
+    fields = ['S', '1'] + ['0'] * 17 + ['50000'] + ['0'] * 10
+    (tmp_path / '10' / 'stat').write_text('10 (gunicorn) %s\n' % ' '.join(fields))
+    (tmp_path / '10' / 'cgroup').write_text('0::/system.slice/app.service\n')
+    (tmp_path / 'uptime').write_text('1000.50 900.00\n')
+    monkeypatch.setattr(_proc, 'PROC', str(tmp_path))
+    assert _proc.read_process(10).cmdline == ['gunicorn']
+    assert _proc.start_ticks(10) == 50000
+    assert _proc.uptime() == 1000.5
+    assert _proc.read_cgroup(10) == '0::/system.slice/app.service\n'
+    assert _proc.proc_path(10, 'fd', '3') == os.path.join(str(tmp_path), '10', 'fd', '3')
+    assert _proc.read_process(os.getpid()) is None  # not in the fake tree
+
+
+def test_descriptors_of_a_process(tmp_path):
+    path = tmp_path / 'app.log'
+    with open(str(path), 'a') as handle:
+        fd = handle.fileno()
+        assert str(fd) in _proc.list_fds(os.getpid())
+        assert _proc.fd_target(os.getpid(), fd) == str(path)
+        assert _proc.fd_status(os.getpid(), fd).st_ino == os.stat(str(path)).st_ino
+        assert _proc.fd_flags(os.getpid(), fd) & 3 == os.O_WRONLY
+    assert _proc.parse_fdinfo_flags('pos:\t0\nflags:\t0102001\nmnt_id:\t29\n') == 0o102001
+    with pytest.raises(ValueError):
+        _proc.parse_fdinfo_flags('pos:\t0\n')
+
+
 @pytest.mark.timeout(5)
 def test_read_text_returns_none_for_a_fifo_at_once(tmp_path):
     path = tmp_path / 'app.ini'

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.modules import gunicorn_info
-from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _proc
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.no_ptrace import NoPtrace
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
@@ -22,7 +22,7 @@ from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
 @pytest.fixture
 def gunicorn(tmp_path, monkeypatch):
     fake = FakeGunicorn(tmp_path)
-    monkeypatch.setattr(_gunicorn, 'PROC', str(fake.proc))
+    monkeypatch.setattr(_proc, 'PROC', str(fake.proc))
     monkeypatch.setattr(os, 'kill', fake.kill)
     return fake
 

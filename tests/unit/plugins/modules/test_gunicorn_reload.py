@@ -16,7 +16,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.graceful.wsgi.plugins.modules import gunicorn_reload
-from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _proc, _systemd
+from ansible_collections.graceful.wsgi.plugins.module_utils import _gunicorn, _gunicorn_reload, _proc, _systemd
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.fake_gunicorn import FakeGunicorn, FakeSystemd
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.no_ptrace import NoPtrace
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
@@ -30,13 +30,13 @@ def gunicorn(tmp_path, monkeypatch):
 
 def make_fake(tmp_path, monkeypatch, **kwargs):
     fake = FakeGunicorn(tmp_path, **kwargs)
-    monkeypatch.setattr(_gunicorn, 'PROC', str(fake.proc))
+    monkeypatch.setattr(_proc, 'PROC', str(fake.proc))
     monkeypatch.setattr(os, 'kill', fake.kill)
     # The simulated gunicorn moves one state further at every look the module takes at /proc.
     for name in ('inspect_master', 'same_process', 'is_gone'):
         monkeypatch.setattr(_gunicorn, name, stepping(fake, getattr(_gunicorn, name)))
-    monkeypatch.setattr(gunicorn_reload, 'ABORT_GRACE_SECONDS', 0.5)
-    monkeypatch.setattr(gunicorn_reload, 'SYSTEMD_POLL_SECONDS', 0.0)
+    monkeypatch.setattr(_gunicorn_reload, 'ABORT_GRACE_SECONDS', 0.5)
+    monkeypatch.setattr(_gunicorn_reload, 'SYSTEMD_POLL_SECONDS', 0.0)
     # No command runs unless a test puts the fake under a FakeSystemd (see with_systemd), and only through
     # _systemd.run, which bounds it.
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda self, args, **kw: unexpected_command(args))
@@ -160,7 +160,7 @@ def test_a_broken_release_under_systemd_is_explained_from_the_unit_journal(tmp_p
 def test_a_silent_journal_is_named_as_such(tmp_path, monkeypatch):
     fake = make_fake(tmp_path, monkeypatch, broken=True)
     with_systemd(fake, monkeypatch, pidfile=str(fake.pidfile), journal=True)
-    monkeypatch.setattr(gunicorn_reload, 'JOURNAL_SETTLE_SECONDS', 0.2)
+    monkeypatch.setattr(_gunicorn_reload, 'JOURNAL_SETTLE_SECONDS', 0.2)
     monkeypatch.setattr(fake, 'logs', lambda *lines: None)  # the broken release writes nothing anywhere
     result, failed = run(fake, mode='upgrade')
     assert failed

@@ -92,7 +92,7 @@ class FrozenClock:
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     fake = FakeServer(tmp_path)
-    monkeypatch.setattr(_release, 'PROC', str(fake.proc))
+    monkeypatch.setattr(_proc, 'PROC', str(fake.proc))
     # The boot time comes from now minus the tree's uptime: the test's clock must not move it.
     monkeypatch.setattr(_proc, 'time', FrozenClock(fake.now))
     # Commands run only through _systemd.run, which bounds them.
