@@ -221,8 +221,8 @@ def test_lock_line_says_who_holds_the_lock_and_what_its_journal_shows():
      ('failed', 'nothing undone (graceful_rollback_on_failure is false): current stays on v3, drained',
       {'release': 'v3', 'drained': False, 'settled': False})),
     # A new host has no release to go back to.
-    (True, True, '', False, [], '', ('failed', 'current stays on v3', {'release': 'v3', 'drained': False,
-                                                                        'settled': False})),
+    (True, True, '', False, [], '',
+     ('failed', 'current stays on v3', {'release': 'v3', 'drained': False, 'settled': False})),
     # The undo failed: the host stays drained on the new release, unsettled.
     (True, True, 'v2', True, ['switched back to v2'], "undo failed at 'Verify': unhealthy; the host stays drained",
      ('failed', "undo failed at 'Verify': unhealthy; the host stays drained; switched back to v2",
