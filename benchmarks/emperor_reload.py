@@ -25,11 +25,8 @@ complete.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,39 +36,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks._common import describe_load, epoch_to_monotonic, load_json, median  # noqa: E402
-from tests.support.ansible_runner import PlaybookRunner, install_collection  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    PLAYBOOK_OVERHEAD_BOUND,
+    Bench,
+    ChangeObserver,
+    Mechanism,
+    ReloadRecord,
+    Report,
+    Triggered,
+    epoch_to_monotonic,
+    run_benchmark,
+)
 from tests.support.emperor_fleet import EmperorFleet  # noqa: E402
 from tests.support.loadgen import LoadGenerator, LoadResult  # noqa: E402
-from tests.support.uwsgi_instance import poll_until  # noqa: E402
+from tests.support.process import poll_until  # noqa: E402
 
 OBSERVE_EVERY = 0.02
-MECHANISMS = ("native", "min1", "serial")
-
-
-class ServingObserver:
-    """Samples how many vassals serve, every OBSERVE_EVERY seconds, on its own thread."""
-
-    def __init__(self, fleet: EmperorFleet) -> None:
-        self.fleet = fleet
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic(), self.fleet.serving()))
-            time.sleep(OBSERVE_EVERY)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def lowest(self, start: float, end: float) -> int:
-        return min((count for at, count in self.samples if start <= at <= end), default=-1)
 
 
 def touch_all(fleet: EmperorFleet) -> float:
@@ -82,112 +62,141 @@ def touch_all(fleet: EmperorFleet) -> float:
     return time.monotonic()
 
 
-def reload_once(mechanism: str, fleet: EmperorFleet, ansible: PlaybookRunner, load: LoadGenerator,
-                observer: ServingObserver, release: str, timeout: float) -> dict[str, Any]:
-    fleet.set_release(release)
-    if mechanism == "native":
-        started = touch_all(fleet)
-        # Done once every vassal serves again and each one's worker answered with the release.
-        poll_until(lambda: fleet.serving() == fleet.count and new_release_everywhere(load, fleet, release, started),
-                   timeout, f"every vassal back after touching all ({release})")
-        ended = time.monotonic()
-    else:
-        min_active = 1 if mechanism == "min1" else fleet.count - 1
-        args = fleet.module_args(min_active=min_active, timeout=timeout)
-        outcome = ansible.run_module("uwsgi_vassals_reload", args)
-        if outcome.get("failed"):
-            raise RuntimeError(f"{mechanism}: {outcome.get('msg')}")
-        started = epoch_to_monotonic(outcome["started_at"])
-        ended = epoch_to_monotonic(outcome["completed_at"])
-    time.sleep(0.5)
-    return {"mechanism": mechanism, "release": release, "seconds": round(ended - started, 3),
-            "lowest_serving": observer.lowest(started, ended), "started": started}
-
-
-def count_failures(records: list[dict[str, Any]], load: LoadResult) -> None:
-    """Each failed request counts for the reload whose trigger came last before it started: nothing is left
-    out, including failures after a reload reported itself done."""
-    starts = [record["started"] for record in records]
-    for record in records:
-        record["failed"] = 0
-    for response in load.responses:
-        if response.ok:
-            continue
-        before = [index for index, start in enumerate(starts) if start <= response.t_start]
-        if before:
-            records[before[-1]]["failed"] += 1
-
-
 def new_release_everywhere(load: LoadGenerator, fleet: EmperorFleet, release: str, since: float) -> bool:
     pids = {response.pid for response in load.responses_since(since) if response.ok and response.release == release}
     return len(pids) >= fleet.count
 
 
-def print_report(records: list[dict[str, Any]], count: int, load: LoadResult) -> None:
-    print(f"\nuWSGI Emperor, {count} single-process vassals behind a FastRouter, under load; medians over "
-          f"{len(records) // len(MECHANISMS)} round(s)")
-    print(f"{'mechanism':<34}{'seconds':>9}{'vs native':>11}{'lowest serving':>16}{'failed requests':>17}")
-    by_mechanism = {m: [r for r in records if r["mechanism"] == m] for m in MECHANISMS}
-    native = median(r["seconds"] for r in by_mechanism["native"])
-    labels = {"native": "touch all configs (Emperor)", "min1": "module, min_active 1",
-              "serial": f"module, min_active {count - 1} (serial)"}
-    for mechanism in MECHANISMS:
-        rows = by_mechanism[mechanism]
-        seconds = median(r["seconds"] for r in rows)
-        print(f"{labels[mechanism]:<34}{seconds:>9.2f}{seconds / native:>10.2f}x"
-              f"{min(r['lowest_serving'] for r in rows):>16}{sum(r['failed'] for r in rows):>17}")
-    serial = median(r["seconds"] for r in by_mechanism["serial"])
-    min1 = median(r["seconds"] for r in by_mechanism["min1"])
-    print(f"min_active 1 takes {min1 / serial:.2f}x the time of the serial reload")
-    print(describe_load(load))
+def lowest(observer: ChangeObserver[int], start: float, end: float) -> int:
+    """The fewest vassals the observer saw serving from ``start`` to ``end``."""
+    return min((count for _at, count in observer.history(start, end)), default=-1)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three reloads (default 3)")
-    parser.add_argument("--vassals", type=int, default=4, help="vassals under the Emperor (default 4)")
-    parser.add_argument("--import-delay", type=float, default=0.5,
-                        help="seconds a vassal takes to import the app (default 0.5)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds one vassal may take (default 60)")
-    parser.add_argument("--json", type=Path, help="write the raw per-reload figures here")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.vassals < 3:
-        parser.error("--rounds must be >= 1 and --vassals >= 3")
-    return args
+def count_failures(records: list[ReloadRecord], load: LoadResult) -> None:
+    """Each failed request counts for the reload whose trigger came last before it started: nothing is left
+    out, including failures after a reload reported itself done."""
+    starts = [record.trigger for record in records]
+    for record in records:
+        record.failed = 0
+    for response in load.responses:
+        if response.ok:
+            continue
+        before = [index for index, start in enumerate(starts) if start <= response.t_start]
+        if before:
+            records[before[-1]].failed += 1
+
+
+class EmperorBench(Bench[EmperorFleet, int]):
+    server = "the Emperor"
+    module = "uwsgi_vassals_reload"
+    native = "native"
+    workdir_prefix = "emperor-bench-"
+    rotate = False
+    # Paces the load: the clients share the CPUs with a whole fleet and ansible-playbook.
+    think_seconds = 0.005
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--rounds", type=int, default=3, help="rounds of the three reloads (default 3)")
+        parser.add_argument("--vassals", type=int, default=4, help="vassals under the Emperor (default 4)")
+        parser.add_argument("--import-delay", type=float, default=0.5,
+                            help="seconds a vassal takes to import the app (default 0.5)")
+        parser.add_argument("--timeout", dest="reload_timeout", metavar="TIMEOUT", type=float, default=60.0,
+                            help="seconds one vassal may take (default 60)")
+        parser.add_argument("--json", type=Path, help="write the raw per-reload figures here")
+        # The load and the pause after each reload: fixed here.
+        parser.set_defaults(slow_clients=2, slow_seconds=1.5, pause=0.5)
+
+    @classmethod
+    def check_arguments(cls, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        if args.rounds < 1 or args.vassals < 3:
+            parser.error("--rounds must be >= 1 and --vassals >= 3")
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(args, workdir)
+        count = args.vassals
+        self.mechanisms = (
+            Mechanism("native", "touch all configs (Emperor)", None),
+            Mechanism("min1", "module, min_active 1", {"min_active": 1}),
+            Mechanism("serial", f"module, min_active {count - 1} (serial)", {"min_active": count - 1}),
+        )
+
+    def create_instance(self) -> EmperorFleet:
+        return EmperorFleet(self.workdir / "fleet", vassals=self.args.vassals, import_delay=self.args.import_delay)
+
+    def create_observer(self, instance: EmperorFleet) -> ChangeObserver[int]:
+        return ChangeObserver(instance.serving, "serving observer", OBSERVE_EVERY)
+
+    def describe_setup(self, instance: EmperorFleet) -> str:
+        args = self.args
+        return (f"uWSGI Emperor on {instance.base_url}: {instance.count} single-process vassals behind a FastRouter,"
+                f" import {args.import_delay}s")
+
+    def native_reload(self, mechanism: Mechanism) -> float:
+        assert self.instance is not None
+        return touch_all(self.instance)
+
+    def module_args(self) -> dict[str, Any]:
+        assert self.instance is not None
+        return self.instance.module_args()
+
+    def module_bound(self) -> float:
+        # The module's timeout is each vassal's.
+        return self.args.vassals * self.args.reload_timeout + PLAYBOOK_OVERHEAD_BOUND
+
+    def module_times(self, result: dict[str, Any]) -> tuple[float, float]:
+        # From the module's first drain.
+        return epoch_to_monotonic(result["started_at"]), epoch_to_monotonic(result["completed_at"])
+
+    def measure(self, triggered: Triggered) -> ReloadRecord:
+        fleet, load, observer = self.instance, self.load, self.observer
+        assert fleet is not None and load is not None and observer is not None
+        release, started = triggered.release, triggered.at
+        if triggered.completed is None:
+            # Done once every vassal serves again and each one's worker answered with the release.
+            poll_until(lambda: fleet.serving() == fleet.count and new_release_everywhere(load, fleet, release, started),
+                       self.args.reload_timeout, f"every vassal back after touching all ({release})")
+            done = time.monotonic()
+        else:
+            done = triggered.completed
+        return triggered.record(done=done, details={"lowest_serving": lowest(observer, started, done)})
+
+    def round_line(self, record: ReloadRecord) -> str:
+        return (f"round {record.round} {record.mechanism:<7} {record.seconds:6.2f} s, lowest serving "
+                f"{record.details['lowest_serving']}")
+
+    def analyse(self) -> None:
+        super().analyse()
+        assert self.load_result is not None
+        count_failures(self.records, self.load_result)
+
+    def summary_extra(self, records: list[ReloadRecord]) -> dict[str, Any]:
+        return {"lowest_serving": min((r.details["lowest_serving"] for r in records), default=None)}
+
+    def conclusions(self, summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"ratios_vs_native": self.ratios(summary)}
+
+    def config(self) -> dict[str, Any]:
+        assert self.instance is not None
+        return {"vassals": self.args.vassals, "vassal_threads": self.instance.threads}
+
+    def print_report(self, report: Report) -> None:
+        summary = report.summary
+        print(f"\nuWSGI Emperor, {self.args.vassals} single-process vassals behind a FastRouter, under load; medians"
+              f" over {self.args.rounds} round(s)")
+        print(f"{'mechanism':<34}{'seconds':>9}{'vs native':>11}{'lowest serving':>16}{'failed requests':>17}")
+        native = summary[self.native]["seconds_median"]
+        for row in summary.values():
+            seconds = row["seconds_median"]
+            print(f"{row['label']:<34}{seconds:>9.2f}{seconds / native:>10.2f}x"
+                  f"{row['lowest_serving']:>16}{row['failed']:>17}")
+        min1, serial = summary["min1"]["seconds_median"], summary["serial"]["seconds_median"]
+        print(f"min_active 1 takes {min1 / serial:.2f}x the time of the serial reload")
+        print(self.load_line())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="emperor-bench-") as workdir:
-        work = Path(workdir)
-        ansible = PlaybookRunner(install_collection(work / "galaxy"), work / "ansible")
-        records: list[dict[str, Any]] = []
-        with EmperorFleet(work / "fleet", vassals=args.vassals, import_delay=args.import_delay) as fleet:
-            load = LoadGenerator(fleet.base_url, concurrency=10, slow_clients=2, slow_seconds=1.5,
-                                 min_requests=1000, max_requests=2_000_000, max_seconds=1800, think_seconds=0.005)
-            observer = ServingObserver(fleet)
-            load.start()
-            observer.start()
-            try:
-                poll_until(lambda: load.fast_completed >= 300, 30, "warm-up traffic")
-                for round_number in range(1, args.rounds + 1):
-                    for mechanism in MECHANISMS:
-                        record = reload_once(mechanism, fleet, ansible, load, observer,
-                                             f"r{round_number}-{mechanism}", args.timeout)
-                        print(f"round {round_number} {mechanism:<7} {record['seconds']:6.2f} s, lowest serving "
-                              f"{record['lowest_serving']}", flush=True)
-                        records.append(record)
-            except Exception as exc:  # report what ran, then fail
-                print(f"benchmark failed: {exc}", file=sys.stderr)
-                return 1
-            finally:
-                observer.stop()
-                result = load.stop()
-        count_failures(records, result)
-        print_report(records, args.vassals, result)
-        if args.json:
-            args.json.write_text(json.dumps({"records": records, "load": load_json(result)}, indent=2))
-    return 0
+    return run_benchmark(EmperorBench, __doc__, argv)
 
 
 if __name__ == "__main__":

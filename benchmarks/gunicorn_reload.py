@@ -47,20 +47,12 @@ non-zero only when a reload did not complete or the instance broke.
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import math
 import os
 import random
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -69,34 +61,18 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._common import (  # noqa: E402
-    CLIENT_WINDOW,
-    FAST_CONCURRENCY,
-    OBSERVER_INTERVAL,
-    PLAYBOOK_OVERHEAD_BOUND,
-    WARMUP_REQUESTS,
-    WINDOW_MARGIN,
+    Bench,
     BenchmarkError,
     ChangeObserver,
-    add_common_arguments,
-    check_common_arguments,
-    describe_load,
-    distinct_pids_per_window,
-    epoch_to_monotonic,
-    fast_served,
-    json_safe,
-    load_json,
-    median,
-    quiet_min,
+    Mechanism,
+    ReloadRecord,
+    Report,
+    Triggered,
+    run_benchmark,
 )
-from tests.support.ansible_runner import (
-    AnsibleRunError,
-    PlaybookRunner,
-    install_collection,
-)  # noqa: E402
 from tests.support.gunicorn_instance import GunicornInstance  # noqa: E402
-from tests.support.loadgen import LoadGenerator, LoadResult  # noqa: E402
+from tests.support.process import poll_until, process_start  # noqa: E402
 from tests.support.server_venvs import GUNICORN_LOCKS, gunicorn_bin  # noqa: E402
-from tests.support.uwsgi_instance import poll_until  # noqa: E402
 
 WORKERS = 4
 THREADS = 2
@@ -118,17 +94,10 @@ PAUSE_JITTER = random.Random()
 SETTLE_HTTP_TIMEOUT = 30.0
 SETTLE_LOAD_TIMEOUT = 10.0
 
-
-class Mechanism(NamedTuple):
-    key: str
-    module_args: dict[str, Any] | None  # None: SIGHUP sent by this script
-    new_master: bool  # an upgrade: a new master replaces the old one
-
-
 MECHANISMS: tuple[Mechanism, ...] = (
-    Mechanism("native-hup", None, False),
-    Mechanism("module-hup", {"mode": "hup"}, False),
-    Mechanism("module-upgrade", {"mode": "upgrade"}, True),
+    Mechanism("native-hup", "native-hup", None),  # SIGHUP sent by this script
+    Mechanism("module-hup", "module-hup", {"mode": "hup"}),
+    Mechanism("module-upgrade", "module-upgrade", {"mode": "upgrade"}, new_master=True),
 )
 
 
@@ -170,10 +139,8 @@ class ProcessObserver(ChangeObserver[Snapshot]):
     /proc at a fixed rate and keeps every change, like an operator's
     ``watch pstree``; the gunicorn harness's /proc readers do the looking."""
 
-    def __init__(
-        self, instance: GunicornInstance, interval: float = OBSERVER_INTERVAL
-    ) -> None:
-        super().__init__(self._read, "process observer", interval)
+    def __init__(self, instance: GunicornInstance) -> None:
+        super().__init__(self._read, "process observer")
         self._instance = instance
         self._upgrade_pidfile = instance.pidfile.with_name(instance.pidfile.name + ".2")
 
@@ -219,108 +186,6 @@ class ProcessObserver(ChangeObserver[Snapshot]):
         return self.first_after(after, lambda snapshot: pid in snapshot.pids)
 
 
-def process_start(pid: int) -> float | None:
-    """Monotonic time at which ``pid`` was created (to a clock tick), from
-    /proc; None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # Field 22, counted after the command name, which may contain spaces.
-    ticks = int(raw[raw.rindex(")") + 2 :].split()[19])
-    boot_offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
-    return ticks / os.sysconf("SC_CLK_TCK") - boot_offset
-
-
-# -- one reload ------------------------------------------------------------------
-
-
-@dataclass
-class ReloadRecord:
-    round: int
-    mechanism: str
-    release: str
-    old_master: int
-    old_workers: list[int]
-    master: int  # serving at the end
-    workers: list[int]  # its workers at the end, each started after the trigger
-    trigger: float  # monotonic
-    done: float  # every worker in ``workers`` had answered with ``release``
-    old_gone: float  # observer: nothing of the old generation left
-    first_answer: float  # the first new worker began serving
-    # pid -> (began serving its first request with ``release``, kind of that request)
-    answers: dict[int, tuple[float, str]]
-    all_started: float  # the last of ``workers`` to start (/proc)
-    pause: float  # slept after this reload, before the next one
-    completed: float | None = None  # module only: its completed_at, monotonic
-    module_elapsed: float | None = None
-    module_workers_after: list[int] | None = None
-    observer_max_gap: float = 0.0
-    # Filled in from the load's responses once the load has stopped.
-    requests: int = 0
-    failed: int = 0
-    min_serving: int | None = None
-    client_windows: list[int] = field(default_factory=list)
-    fast_max_latency: float | None = None
-
-    @property
-    def seconds(self) -> float:
-        return self.done - self.trigger
-
-    @property
-    def old_gone_seconds(self) -> float:
-        return self.old_gone - self.trigger
-
-    @property
-    def end(self) -> float:
-        """End of the reload window."""
-        return max(self.done, self.old_gone)
-
-    @property
-    def lag(self) -> float | None:
-        return None if self.completed is None else self.completed - self.done
-
-    def to_json(self, origin: float) -> dict[str, Any]:
-        def rel(t: float | None) -> float | None:
-            return None if t is None else round(t - origin, 4)
-
-        lag = self.lag
-        return {
-            "round": self.round,
-            "mechanism": self.mechanism,
-            "release": self.release,
-            "seconds": round(self.seconds, 4),
-            "old_gone_seconds": round(self.old_gone_seconds, 4),
-            "lag": None if lag is None else round(lag, 4),
-            "failed": self.failed,
-            "requests_in_window": self.requests,
-            "min_serving": self.min_serving,
-            "client_windows": self.client_windows,
-            "fast_max_latency": self.fast_max_latency,
-            "module_elapsed": self.module_elapsed,
-            "observer_max_gap": round(self.observer_max_gap, 4),
-            "pause_after": round(self.pause, 3),
-            # Seconds since the load started, to line reloads up with each other.
-            "trigger_at": rel(self.trigger),
-            "all_started_at": rel(self.all_started),
-            "first_answer_at": rel(self.first_answer),
-            # Per new worker: seconds from the trigger to when it began serving
-            # its first request with the release, and that request's kind.
-            "worker_first_answers": {
-                str(pid): [round(t - self.trigger, 4), kind]
-                for pid, (t, kind) in sorted(self.answers.items())
-            },
-            "done_at": rel(self.done),
-            "old_gone_at": rel(self.old_gone),
-            "completed_at": rel(self.completed),
-            "old_master": self.old_master,
-            "old_workers": self.old_workers,
-            "master": self.master,
-            "workers": self.workers,
-            "module_workers_after": self.module_workers_after,
-        }
-
-
 def settled_snapshot(snapshot: Snapshot | None, what: str) -> Snapshot:
     """The observer's view of a healthy instance, or BenchmarkError: every
     reload must start from one master with all its workers, or its figures
@@ -332,41 +197,49 @@ def settled_snapshot(snapshot: Snapshot | None, what: str) -> Snapshot:
     return snapshot
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.instance: GunicornInstance | None = None
-        self.observer: ProcessObserver | None = None
-        self.load: LoadGenerator | None = None
-        self.runner: PlaybookRunner | None = None
-        self.records: list[ReloadRecord] = []
-        self.load_result: LoadResult | None = None
-        # Monotonic bounds of the measured part of the load (warm-up excluded).
-        self.measured_from = 0.0
-        self.measured_until = 0.0
+# -- the benchmark -----------------------------------------------------------------
 
-    # Each step is bounded; this is the load's own safety bound, generous
-    # enough never to end a healthy run.
-    def _load_bound(self) -> float:
-        per_reload = (
-            self.args.reload_timeout
-            + PLAYBOOK_OVERHEAD_BOUND
-            + SETTLE_HTTP_TIMEOUT
-            + SETTLE_LOAD_TIMEOUT
-            + self.args.pause
-            + 30.0
+
+class GunicornBench(Bench[GunicornInstance, Snapshot]):
+    server = "gunicorn"
+    module = "gunicorn_reload"
+    mechanisms = MECHANISMS
+    native = "native-hup"
+    workers = WORKERS
+    workdir_prefix = "gunicorn-reload-bench-"
+    settle_bound = SETTLE_HTTP_TIMEOUT + SETTLE_LOAD_TIMEOUT
+    pause_default = 1.0
+    pause_help = "seconds between a settled reload and the next one, plus a random 0 to --slow-seconds"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--worker-connections",
+            type=int,
+            default=THREADS,
+            help=f"gunicorn's worker_connections (default {THREADS}, the threads per"
+            " worker; gunicorn's own default, 1000, lets a worker whose threads all"
+            " hold slow requests keep accepting fast ones, which then wait)",
         )
-        return 120.0 + self.args.rounds * len(MECHANISMS) * per_reload
+        parser.add_argument(
+            "--gunicorn-version",
+            choices=sorted(GUNICORN_LOCKS),
+            default=DEFAULT_GUNICORN,
+            help=f"pinned gunicorn to run (default {DEFAULT_GUNICORN})",
+        )
 
-    def run(self) -> None:
+    @classmethod
+    def check_arguments(
+        cls, parser: argparse.ArgumentParser, args: argparse.Namespace
+    ) -> None:
+        super().check_arguments(parser, args)
+        if args.worker_connections < 1:
+            parser.error("--worker-connections must be >= 1")
+
+    def create_instance(self) -> GunicornInstance:
         args = self.args
-        print("building and installing the collection ...", flush=True)
-        self.runner = PlaybookRunner(
-            install_collection(self.workdir), self.workdir / "ansible"
-        )
-
-        self.instance = instance = GunicornInstance(
+        return GunicornInstance(
             self.workdir / "instance",
             gunicorn_bin(args.gunicorn_version),
             workers=WORKERS,
@@ -376,77 +249,59 @@ class Bench:
             graceful_timeout=GRACEFUL_TIMEOUT,
             extra_args=["--worker-connections", str(args.worker_connections)],
         )
-        instance.start(timeout=30.0 + 4 * args.import_delay)
-        self.observer = ProcessObserver(instance)
-        self.observer.start()
-        self.load = load = LoadGenerator(
-            instance.base_url,
-            concurrency=FAST_CONCURRENCY,
-            slow_clients=args.slow_clients,
-            slow_seconds=args.slow_seconds,
-            min_requests=0,
-            max_requests=50_000_000,
-            max_seconds=self._load_bound(),
-        )
-        # The observer and the clients share this process: a full collection
-        # over the hundreds of thousands of recorded responses (>100 ms late in
-        # a run) would freeze both and show up as reload time and latency.
-        # They form no reference cycles, so nothing is lost by not collecting.
-        gc.disable()
-        load_started = time.monotonic()
-        load.start()
-        # Warm up until fast traffic flows and the first slow requests have
-        # been replaced, so slow requests are in flight at random phases.
-        poll_until(
-            lambda: load.fast_completed >= WARMUP_REQUESTS
-            and time.monotonic() - load_started > args.slow_seconds + 0.5,
-            30.0 + args.slow_seconds,
-            "warm-up traffic",
-        )
-        self.measured_from = time.monotonic()
-        version = ".".join(str(part) for part in instance.version)
-        print(
-            f"gunicorn {version} on {instance.base_url}: {WORKERS} gthread workers x"
+
+    def create_observer(self, instance: GunicornInstance) -> ProcessObserver:
+        return ProcessObserver(instance)
+
+    def describe_setup(self, instance: GunicornInstance) -> str:
+        args = self.args
+        return (
+            f"gunicorn {self.version} on {instance.base_url}: {WORKERS} gthread workers x"
             f" {THREADS} threads (worker_connections {args.worker_connections}),"
-            f" import {args.import_delay}s, graceful_timeout {GRACEFUL_TIMEOUT};"
-            f" load: {FAST_CONCURRENCY} fast clients +"
-            f" {args.slow_clients} slow ({args.slow_seconds}s)",
-            flush=True,
+            f" import {args.import_delay}s, graceful_timeout {GRACEFUL_TIMEOUT}"
         )
 
-        for round_no in range(1, args.rounds + 1):
-            # Rotated each round so no mechanism always follows the same one.
-            shift = (round_no - 1) % len(MECHANISMS)
-            for mechanism in MECHANISMS[shift:] + MECHANISMS[:shift]:
-                record = self._reload(round_no, mechanism)
-                self.records.append(record)
-                lag = record.lag
-                print(
-                    f"  round {round_no} {mechanism.key:<15} all new serving"
-                    f" {record.seconds:6.2f}s, old gone {record.old_gone_seconds:6.2f}s"
-                    + (
-                        ""
-                        if lag is None
-                        else f"; module elapsed {record.module_elapsed:5.2f}s,"
-                        f" lag {lag * 1000:5.0f}ms"
-                    ),
-                    flush=True,
-                )
+    @property
+    def version(self) -> str:
+        assert self.instance is not None
+        return ".".join(str(part) for part in self.instance.version)
 
-        self.measured_until = time.monotonic()
-        self.load_result = load.stop()
-        gc.enable()
-        self.observer.check()
-        self.observer.stop()
-        if self.load_result.end_reason != "stop":
+    def check_settled(self, state: Snapshot | None, what: str) -> None:
+        settled_snapshot(state, what)
+
+    def native_reload(self, mechanism: Mechanism) -> float:
+        instance = self.instance
+        assert instance is not None
+        master = instance.master_pid()
+        if master is None:
             raise BenchmarkError(
-                f"the load ended by {self.load_result.end_reason} before the benchmark did"
+                f"no pidfile to send SIGHUP to\n{instance.log_tail(20)}"
             )
-        if not instance.running:
-            raise BenchmarkError(
-                f"gunicorn exited during the run\n{instance.log_tail()}"
+        trigger = time.monotonic()
+        os.kill(master, signal.SIGHUP)
+        return trigger
+
+    def module_args(self) -> dict[str, Any]:
+        assert self.instance is not None
+        return {"pidfile": str(self.instance.pidfile)}
+
+    def pause_seconds(self) -> float:
+        return self.args.pause + PAUSE_JITTER.uniform(0.0, self.args.slow_seconds)
+
+    def round_line(self, record: ReloadRecord) -> str:
+        lag = record.lag
+        return (
+            f"  round {record.round} {record.mechanism:<15} all new serving"
+            f" {record.seconds:6.2f}s, old gone {record.old_gone_seconds:6.2f}s"
+            + (
+                ""
+                if lag is None
+                else f"; module elapsed {record.module_elapsed:5.2f}s,"
+                f" lag {lag * 1000:5.0f}ms"
             )
-        analyse(self.records, self.load_result)
+        )
+
+    # -- one reload ----------------------------------------------------------------
 
     def _first_answers(
         self, trigger: float, release: str, pids: set[int] | frozenset[int]
@@ -488,47 +343,15 @@ class Bench:
                 )
             time.sleep(ANSWER_POLL)
 
-    def _reload(self, round_no: int, mechanism: Mechanism) -> ReloadRecord:
+    def measure(self, triggered: Triggered) -> ReloadRecord:
         args = self.args
-        instance, observer, runner = self.instance, self.observer, self.runner
-        assert instance is not None and observer is not None and runner is not None
-        observer.check()
-        if not instance.running:
-            raise BenchmarkError(f"gunicorn is not running\n{instance.log_tail()}")
-        settled_snapshot(observer.latest(), "before the reload")
-
-        release = f"r{round_no}-{mechanism.key}"
-        instance.set_release(release)
-        completed: float | None = None
-        module_result: dict[str, Any] = {}
-
-        if mechanism.module_args is None:
-            master = instance.master_pid()
-            if master is None:
-                raise BenchmarkError(
-                    f"no pidfile to send SIGHUP to\n{instance.log_tail(20)}"
-                )
-            trigger = time.monotonic()
-            os.kill(master, signal.SIGHUP)
-        else:
-            module_args = {
-                "pidfile": str(instance.pidfile),
-                "timeout": args.reload_timeout,
-                **mechanism.module_args,
-            }
-            module_result = runner.run_module(
-                "gunicorn_reload",
-                module_args,
-                timeout=args.reload_timeout + PLAYBOOK_OVERHEAD_BOUND,
-            )
-            if module_result.get("failed") or "completed_at" not in module_result:
-                raise BenchmarkError(
-                    f"{mechanism.key} failed: {module_result.get('msg')}\n"
-                    f"{instance.log_tail(20)}"
-                )
-            completed = epoch_to_monotonic(float(module_result["completed_at"]))
-            trigger = completed - float(module_result["elapsed"])
-
+        instance, observer = self.instance, self.observer
+        assert isinstance(observer, ProcessObserver) and instance is not None
+        trigger, release, module_result = (
+            triggered.at,
+            triggered.release,
+            triggered.module_result,
+        )
         old = settled_snapshot(observer.state_at(trigger), "at the trigger")
         assert old.master is not None
         if module_result and (
@@ -564,7 +387,7 @@ class Bench:
             )
         final = observer.state_at(old_gone)
         assert final is not None and final.master is not None  # settled
-        if mechanism.new_master:
+        if triggered.mechanism.new_master:
             if final.master == old.master:
                 raise BenchmarkError(f"upgrade left master {old.master} in the pidfile")
             poll_until(
@@ -608,310 +431,102 @@ class Bench:
             f"a response of the load from each of {sorted(workers)}",
             interval=ANSWER_POLL,
         )
-        done = max(began for began, _kind in answers.values())
-        pause = args.pause + PAUSE_JITTER.uniform(0.0, args.slow_seconds)
-        record = ReloadRecord(
-            round=round_no,
-            mechanism=mechanism.key,
-            release=release,
-            old_master=old.master,
-            old_workers=sorted(old.workers),
-            master=final.master,
-            workers=sorted(workers),
-            trigger=trigger,
-            done=done,
+        return triggered.record(
+            done=max(began for began, _kind in answers.values()),
             old_gone=old_gone,
-            first_answer=min(began for began, _kind in answers.values()),
-            answers=answers,
-            all_started=max(t for t in starts.values() if t is not None),
-            completed=completed,
-            module_elapsed=module_result.get("elapsed"),
-            module_workers_after=module_result.get("workers_after"),
-            observer_max_gap=observer.max_gap(trigger, max(done, old_gone)),
-            pause=pause,
+            moments={
+                "all_started": max(t for t in starts.values() if t is not None),
+                "first_answer": min(began for began, _kind in answers.values()),
+            },
+            details={
+                # Per new worker: seconds from the trigger to when it began
+                # serving its first request with the release, and that
+                # request's kind.
+                "worker_first_answers": {
+                    str(pid): [round(t - trigger, 4), kind]
+                    for pid, (t, kind) in sorted(answers.items())
+                },
+                "old_master": old.master,
+                "old_workers": sorted(old.workers),
+                "master": final.master,
+                "workers": sorted(workers),
+                "module_workers_after": module_result.get("workers_after"),
+            },
         )
-        time.sleep(pause)
-        return record
 
-    def close(self) -> None:
-        gc.enable()
-        if self.load is not None and self.load_result is None:
-            try:
-                self.load_result = self.load.stop()
-            except RuntimeError as exc:
-                print(f"warning: {exc}", file=sys.stderr)
-        if self.observer is not None:
-            self.observer.stop()
-        if self.instance is not None:
-            self.instance.stop()
+    # -- report --------------------------------------------------------------------
 
+    def conclusions(self, summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        # Median "all new serving" seconds of each module run over native-hup's.
+        return {"ratios_vs_native_hup": self.ratios(summary)}
 
-# -- analysis ----------------------------------------------------------------------
-
-
-def analyse(records: list[ReloadRecord], load: LoadResult) -> None:
-    starts, pids = fast_served(load)
-    for record in records:
-        lo, hi = record.trigger - WINDOW_MARGIN, record.end + WINDOW_MARGIN
-        overlapping = [r for r in load.responses if r.t_start <= hi and r.t_end >= lo]
-        record.requests = len(overlapping)
-        record.failed = sum(1 for r in overlapping if not r.ok)
-        record.fast_max_latency = max(
-            (round(r.t_end - r.t_start, 4) for r in overlapping if r.kind == "fast"),
-            default=None,
-        )
-        record.client_windows = distinct_pids_per_window(
-            starts, pids, record.trigger, record.end
-        )
-        record.min_serving = min(record.client_windows)
-
-
-def steady_state_min(
-    records: list[ReloadRecord], load: LoadResult, begin: float, end: float
-) -> int | None:
-    """The same client-side count between reloads (from ``begin`` to ``end``):
-    what "every worker serving" looks like from the client under this load."""
-    return quiet_min(
-        load,
-        begin,
-        end,
-        [(r.trigger - WINDOW_MARGIN, r.end + WINDOW_MARGIN) for r in records],
-    )
-
-
-# -- report ------------------------------------------------------------------------
-
-
-def summarise(records: list[ReloadRecord]) -> dict[str, dict[str, Any]]:
-    summary: dict[str, dict[str, Any]] = {}
-    for mechanism in MECHANISMS:
-        mine = [r for r in records if r.mechanism == mechanism.key]
-        seconds = [r.seconds for r in mine]
-        lags = [r.lag for r in mine if r.lag is not None]
-        elapsed = [r.module_elapsed for r in mine if r.module_elapsed is not None]
-        summary[mechanism.key] = {
-            "reloads": len(mine),
-            "seconds_median": median(seconds),
-            "seconds_min": min(seconds, default=math.nan),
-            "seconds_max": max(seconds, default=math.nan),
-            "old_gone_median": median(r.old_gone_seconds for r in mine),
-            "failed": sum(r.failed for r in mine),
-            "min_serving": min(
-                (r.min_serving for r in mine if r.min_serving is not None),
-                default=None,
-            ),
-            "fast_max_latency": max(
-                (r.fast_max_latency for r in mine if r.fast_max_latency is not None),
-                default=None,
-            ),
-            "module_elapsed_median": median(elapsed) if elapsed else None,
-            "lag_median": median(lags) if lags else None,
-            "lag_max": max(lags) if lags else None,
+    def config(self) -> dict[str, Any]:
+        return {
+            "gunicorn": self.version,
+            "workers": WORKERS,
+            "threads": THREADS,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
+            "worker_connections": self.args.worker_connections,
         }
-    return summary
 
-
-def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Median "all new serving" seconds of each module run over native-hup's."""
-    native = summary["native-hup"]["seconds_median"]
-    return {
-        key: row["seconds_median"] / native if native > 0 else math.nan
-        for key, row in summary.items()
-        if key != "native-hup"
-    }
-
-
-def print_report(
-    version: str,
-    summary: dict[str, dict[str, Any]],
-    ratio: dict[str, float],
-    load: LoadResult,
-    steady_min: int | None,
-    records: list[ReloadRecord],
-    observer: ProcessObserver,
-    runtime: float,
-) -> None:
-    header = (
-        f"{'gunicorn ' + version:<16} {'n':>2}  {'all new serving s':<19}{'old gone':>9}"
-        f"{'failed':>8}  {'min serving/200ms':>17}  {'module elapsed':>14}"
-        f"  {'lag med/max':>16}"
-    )
-    print()
-    print(header)
-    print("-" * len(header))
-    for key, row in summary.items():
-        seconds = f"{row['seconds_median']:.2f} ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
-        serving = "-" if row["min_serving"] is None else row["min_serving"]
-        elapsed = (
-            "-"
-            if row["module_elapsed_median"] is None
-            else f"{row['module_elapsed_median']:.2f}"
+    def print_report(self, report: Report) -> None:
+        summary = report.summary
+        header = (
+            f"{'gunicorn ' + self.version:<16} {'n':>2}  {'all new serving s':<19}{'old gone':>9}"
+            f"{'failed':>8}  {'min serving/200ms':>17}  {'module elapsed':>14}"
+            f"  {'lag med/max':>16}"
         )
-        lag = (
-            "-"
-            if row["lag_median"] is None
-            else f"{row['lag_median'] * 1000:.0f}/{row['lag_max'] * 1000:.0f} ms"
-        )
+        print()
+        print(header)
+        print("-" * len(header))
+        for key, row in summary.items():
+            seconds = f"{row['seconds_median']:.2f} ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
+            serving = "-" if row["min_serving"] is None else row["min_serving"]
+            elapsed = (
+                "-"
+                if row["module_elapsed_median"] is None
+                else f"{row['module_elapsed_median']:.2f}"
+            )
+            lag = (
+                "-"
+                if row["lag_median"] is None
+                else f"{row['lag_median'] * 1000:.0f}/{row['lag_max'] * 1000:.0f} ms"
+            )
+            print(
+                f"{key:<16} {row['reloads']:>2}  {seconds:<19}{row['old_gone_median']:>9.2f}"
+                f"{row['failed']:>8}  {serving:>17}  {elapsed:>14}  {lag:>16}"
+            )
+        print()
         print(
-            f"{key:<16} {row['reloads']:>2}  {seconds:<19}{row['old_gone_median']:>9.2f}"
-            f"{row['failed']:>8}  {serving:>17}  {elapsed:>14}  {lag:>16}"
-        )
-    print()
-    print(
-        "vs native-hup (all new serving, median): "
-        + ", ".join(f"{key} x{value:.2f}" for key, value in ratio.items())
-    )
-    print()
-    print(
-        "seconds are medians (min-max) from the trigger; module elapsed is the"
-        " module's own figure; lag = its completed_at - all new serving"
-    )
-    print(describe_load(load))
-    # Without this floor the reload columns read as lost workers: a worker
-    # whose threads all hold slow requests serves no fast request either.
-    print(
-        f"min serving/200ms = fewest distinct pids serving fast requests per"
-        f" {CLIENT_WINDOW * 1000:.0f} ms window; outside reloads, under the same load:"
-        f" {steady_min if steady_min is not None else '-'} of {WORKERS}"
-    )
-    worst = max(
-        (
-            row["fast_max_latency"]
-            for row in summary.values()
-            if row["fast_max_latency"] is not None
-        ),
-        default=None,
-    )
-    if worst is not None:
-        print(
-            "slowest fast request in a reload window: "
+            "vs native-hup (all new serving, median): "
             + ", ".join(
-                f"{key} {row['fast_max_latency']:.2f}s"
-                for key, row in summary.items()
-                if row["fast_max_latency"] is not None
+                f"{key} x{value:.2f}"
+                for key, value in report.conclusions["ratios_vs_native_hup"].items()
             )
         )
-    in_reloads = max((r.observer_max_gap for r in records), default=0.0)
-    print(
-        f"process observer: {observer.polls} polls every {OBSERVER_INTERVAL * 1000:.0f} ms,"
-        f" longest gap {observer.max_gap() * 1000:.0f} ms overall and"
-        f" {in_reloads * 1000:.0f} ms within reloads, {observer.errors} unanswered"
-    )
-    print(f"total runtime: {runtime:.1f}s")
+        print()
+        print(
+            "seconds are medians (min-max) from the trigger; module elapsed is the"
+            " module's own figure; lag = its completed_at - all new serving"
+        )
+        print(self.load_line())
+        print(self.floor_line("min serving/200ms", report.steady_min))
+        slowest = [
+            f"{key} {row['fast_max_latency']:.2f}s"
+            for key, row in summary.items()
+            if row["fast_max_latency"] is not None
+        ]
+        if slowest:
+            print("slowest fast request in a reload window: " + ", ".join(slowest))
+        print(self.observer_line())
+        print(f"total runtime: {report.runtime:.1f}s")
 
 
 # -- entry point -------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    add_common_arguments(
-        parser,
-        pause_default=1.0,
-        pause_help="seconds between a settled reload and the next one, plus a"
-        " random 0 to --slow-seconds",
-    )
-    parser.add_argument(
-        "--worker-connections",
-        type=int,
-        default=THREADS,
-        help=f"gunicorn's worker_connections (default {THREADS}, the threads per"
-        " worker; gunicorn's own default, 1000, lets a worker whose threads all"
-        " hold slow requests keep accepting fast ones, which then wait)",
-    )
-    parser.add_argument(
-        "--gunicorn-version",
-        choices=sorted(GUNICORN_LOCKS),
-        default=DEFAULT_GUNICORN,
-        help=f"pinned gunicorn to run (default {DEFAULT_GUNICORN})",
-    )
-    args = parser.parse_args(argv)
-    check_common_arguments(parser, args)
-    if args.worker_connections < 1:
-        parser.error("--worker-connections must be >= 1")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="gunicorn-reload-bench-"))
-    bench = Bench(args, workdir)
-    try:
-        bench.run()
-    except (
-        BenchmarkError,
-        AnsibleRunError,
-        RuntimeError,
-        TimeoutError,
-        subprocess.SubprocessError,
-    ) as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        print(f"(work directory kept: {workdir})", file=sys.stderr)
-        return 1
-    except BaseException:
-        traceback.print_exc()
-        print(f"(work directory kept: {workdir})", file=sys.stderr)
-        return 1
-    finally:
-        bench.close()
-
-    assert bench.load_result is not None and bench.observer is not None
-    assert bench.instance is not None
-    runtime = time.monotonic() - started
-    version = ".".join(str(part) for part in bench.instance.version)
-    summary = summarise(bench.records)
-    ratio = ratios(summary)
-    steady_min = steady_state_min(
-        bench.records, bench.load_result, bench.measured_from, bench.measured_until
-    )
-    print_report(
-        version,
-        summary,
-        ratio,
-        bench.load_result,
-        steady_min,
-        bench.records,
-        bench.observer,
-        runtime,
-    )
-    if args.json:
-        load = bench.load_result
-        document = {
-            "config": {
-                "gunicorn": version,
-                "rounds": args.rounds,
-                "workers": WORKERS,
-                "threads": THREADS,
-                "graceful_timeout": GRACEFUL_TIMEOUT,
-                "worker_connections": args.worker_connections,
-                "import_delay": args.import_delay,
-                "fast_clients": FAST_CONCURRENCY,
-                "slow_clients": args.slow_clients,
-                "slow_seconds": args.slow_seconds,
-                "pause": args.pause,
-                "observer_interval": OBSERVER_INTERVAL,
-                "client_window": CLIENT_WINDOW,
-                "window_margin": WINDOW_MARGIN,
-            },
-            "reloads": [r.to_json(load.started_at) for r in bench.records],
-            "summary": summary,
-            "ratios_vs_native_hup": ratio,
-            "load": load_json(load),
-            "steady_state_min_serving": steady_min,
-            "observer": {
-                "polls": bench.observer.polls,
-                "errors": bench.observer.errors,
-                "max_gap": bench.observer.max_gap(),
-            },
-            "runtime": runtime,
-        }
-        args.json.write_text(
-            json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n"
-        )
-        print(f"raw figures written to {args.json}")
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return run_benchmark(GunicornBench, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from tests.support.ansible_runner import PlaybookRunner, install_collection
 from tests.support.gunicorn_instance import GunicornInstance, gunicorn_version
 from tests.support.server_venvs import GUNICORN_LOCKS, gunicorn_bin
 from tests.support.loadgen import LoadGenerator, LoadResult
-from tests.support.uwsgi_instance import UwsgiInstance, poll_until
+from tests.support.process import poll_until
+from tests.support.uwsgi_instance import UwsgiInstance
 
 # Requests of this length are always in flight during a reload under load.
 SLOW_SECONDS = 1.5

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.uwsgi_instance import poll_until
+from tests.support.process import poll_until
 
 # The module's budget for refusing bad input, measured around the task inside the play.
 BAD_INPUT_SECONDS = 2.0

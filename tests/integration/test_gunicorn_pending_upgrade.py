@@ -25,7 +25,7 @@ import pytest
 from tests.integration.conftest import GUNICORN_VERSIONS, SLOW_SECONDS
 from tests.support.gunicorn_instance import GunicornInstance
 from tests.support.loadgen import LoadGenerator, LoadResult, sample_serving_pids
-from tests.support.uwsgi_instance import poll_until
+from tests.support.process import poll_until
 
 MIN_REQUESTS = 2000
 

@@ -25,8 +25,8 @@ from tests.support.ansible_runner import PlaybookRunner
 from tests.support.demo_app import write_release
 from tests.support.gunicorn_instance import gunicorn_version
 from tests.support.loadgen import sample_serving_pids
+from tests.support.process import poll_until
 from tests.support.server_venvs import GUNICORN_LOCKS
-from tests.support.uwsgi_instance import poll_until
 
 APP_USER = 65534  # nobody
 SETPRIV = shutil.which("setpriv")

@@ -23,7 +23,7 @@ import pytest
 from tests.support.demo_app import write_release
 from tests.support.gunicorn_instance import gunicorn_version
 from tests.support.loadgen import sample_serving_pids
-from tests.support.uwsgi_instance import poll_until
+from tests.support.process import poll_until
 
 GUNICORN = "27.0.1"
 WORKERS = 2

@@ -15,7 +15,7 @@ import pytest
 from tests.support.ansible_runner import PlaybookRunner
 from tests.support.emperor_fleet import EmperorFleet
 from tests.support.loadgen import LoadGenerator, LoadResult
-from tests.support.uwsgi_instance import poll_until
+from tests.support.process import poll_until
 
 SLOW_SECONDS = 1.5
 

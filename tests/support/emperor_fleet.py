@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .demo_app import write_release
-from .uwsgi_instance import _free_loopback_port, poll_until, read_stats_socket, stop_process_group
+from .process import StartStop, free_loopback_port, poll_until, stop_process_group
+from .uwsgi_instance import read_stats_socket
 
 
-class EmperorFleet:
+class EmperorFleet(StartStop):
     KEY = "demo"
 
     def __init__(self, workdir: Path, vassals: int = 4, threads: int = 4, import_delay: float = 0.2,
@@ -35,10 +36,10 @@ class EmperorFleet:
         self.count = vassals
         self.threads = threads
         self.import_delay = import_delay
-        self.http_port = _free_loopback_port()
-        self.router_port = _free_loopback_port()
-        self.subscription_port = _free_loopback_port()
-        self.vassal_ports = [_free_loopback_port() for _index in range(vassals)]
+        self.http_port = free_loopback_port()
+        self.router_port = free_loopback_port()
+        self.subscription_port = free_loopback_port()
+        self.vassal_ports = [free_loopback_port() for _index in range(vassals)]
         self._processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
         self.set_release(release)
@@ -94,7 +95,7 @@ class EmperorFleet:
         self._spawn("emperor", ["--emperor", str(self.emperor_dir), "--emperor-stats", str(self.emperor_stats)])
         try:
             poll_until(lambda: self.serving() == self.count, timeout, f"{self.count} vassals serving",
-                       on_timeout=self.diagnostics)
+                       on_timeout=self.log_tail)
         except BaseException:
             self.stop()
             raise
@@ -111,10 +112,16 @@ class EmperorFleet:
         return sum(1 for index, port in enumerate(self.vassal_ports)
                    if f"{self.vassal_name(index)}.ini" in accepting and f"127.0.0.1:{port}" in live)
 
-    def diagnostics(self) -> str:
+    @property
+    def running(self) -> bool:
+        """True while the Emperor and both routers run."""
+        return bool(self._processes) and all(process.poll() is None for process in self._processes)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of every log: the routers', the Emperor's and each vassal's."""
         parts = []
         for path in sorted(self.workdir.glob("*.log")):
-            text = path.read_text(errors="replace").splitlines()[-15:]
+            text = path.read_text(errors="replace").splitlines()[-lines:]
             parts.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(parts)
 
@@ -131,10 +138,3 @@ class EmperorFleet:
             log.close()
         self._logs.clear()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmperorFleet:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()

@@ -26,22 +26,23 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-from .demo_app import write_release
+from .app_server import AppServer
 from .loadgen import sample_serving_pids
-from .uwsgi_instance import poll_until
+from .process import (
+    free_loopback_port,
+    is_alive,
+    live_children,
+    live_group_members,
+    poll_until,
+    proc_stat,
+)
 
-# sun_path is 108 bytes on Linux including the terminating NUL; pytest's
-# tmp_path for a long test name can exceed that.
-_MAX_UNIX_SOCKET_PATH = 100
 _START_ATTEMPTS = 3  # the free port we pick may be taken before gunicorn binds it
 _STOP_GRACE_SECONDS = 10.0
 # gunicorn >= 24 opens a control socket by default, at a path shared by every
@@ -64,7 +65,6 @@ _SCRUBBED_ENV = (
     "PYTHONHOME",
 )
 _VERSION_RE = re.compile(r"gunicorn \(version (\d+(?:\.\d+)*)")
-_HAVE_PROC_CHILDREN = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
 
 
 class _PortInUse(Exception):
@@ -112,76 +112,7 @@ def _absolute_executable(executable: str | Path) -> Path:
     return Path(executable).absolute()
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-# -- /proc -------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
-    """``(state, ppid, pgrp, session)`` of ``pid``, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) is in parentheses and may itself contain
-    # spaces or parentheses, so parse from the last ")".
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-
-
-def _is_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (zombies cannot serve, hold
-    no resources worth mentioning and cannot be killed anyway)."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def _all_pids() -> Iterable[int]:
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            yield int(entry.name)
-
-
-def _live_group_members(pgid: int) -> dict[int, int]:
-    """``{pid: ppid}`` of every live (non-zombie) process in process group ``pgid``."""
-    members: dict[int, int] = {}
-    for pid in _all_pids():
-        stat = _proc_stat(pid)
-        if stat is not None and stat[0] != "Z" and stat[2] == pgid:
-            members[pid] = stat[1]
-    return members
-
-
-def _children(pid: int) -> set[int]:
-    """Live child processes of ``pid``.
-
-    Every thread keeps its own children list (gunicorn >= 24 runs a control
-    socket thread in the master), so all threads are read. Falls back to a
-    /proc scan on kernels built without CONFIG_PROC_CHILDREN.
-    """
-    try:
-        tasks = [entry.path for entry in os.scandir(f"/proc/{pid}/task")]
-    except FileNotFoundError:
-        return set()
-    children: set[int] = set()
-    if _HAVE_PROC_CHILDREN:
-        for task in tasks:
-            try:
-                children.update(
-                    int(c) for c in Path(task, "children").read_text().split()
-                )
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # that thread just exited
-    else:
-        for candidate in _all_pids():
-            stat = _proc_stat(candidate)
-            if stat is not None and stat[1] == pid:
-                children.add(candidate)
-    return {child for child in children if _is_alive(child)}
+# -- /proc (the generic readers are in process.py) ----------------------------
 
 
 def _gunicorn_parent_pid(pid: int) -> int | None:
@@ -204,8 +135,10 @@ def _gunicorn_parent_pid(pid: int) -> int | None:
     return None
 
 
-class GunicornInstance:
+class GunicornInstance(AppServer):
     """One gunicorn master plus workers, serving the demo app on 127.0.0.1."""
+
+    server = "gunicorn"
 
     def __init__(
         self,
@@ -227,43 +160,26 @@ class GunicornInstance:
                 f"graceful_timeout must be a whole number of seconds >= 0,"
                 f" got {graceful_timeout!r}"
             )
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, import_delay, release)
         self.gunicorn_bin = _absolute_executable(gunicorn_bin)
         self.workers = workers
         self.threads = threads
-        self.import_delay = import_delay
         self.graceful_timeout = int(graceful_timeout)
         self.extra_args = list(extra_args or [])
         self.version = gunicorn_version(self.gunicorn_bin)
 
-        self.app_path = self.workdir / "app.py"
         self.pidfile = self.workdir / "gunicorn.pid"
-        self.log_path = self.workdir / "gunicorn.log"
-        self._socket_dir: Path | None = None
         self.control_socket: Path | None = None
         if self.version >= _CONTROL_SOCKET_SINCE:
-            self.control_socket = self.workdir / "gunicorn.ctl"
-            if len(str(self.control_socket)) > _MAX_UNIX_SOCKET_PATH:
-                self._socket_dir = Path(tempfile.mkdtemp(prefix="gunicorn-"))
-                self.control_socket = self._socket_dir / "gunicorn.ctl"
+            self.control_socket = self._socket_path("gunicorn.ctl")
 
-        self.port = _free_loopback_port()
-        self.release = release
         # The pid of the process start() launched. start_new_session makes it
         # the id of the session and process group that every later gunicorn
         # process (workers, USR2 masters and their workers) belongs to, and it
         # stays so after that process exits.
         self.session_id: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._stopped = False
 
         self.set_release(release)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # -- configuration -------------------------------------------------------
 
@@ -311,32 +227,11 @@ class GunicornInstance:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
 
-    def set_release(
-        self,
-        release: str,
-        broken: bool = False,
-        import_delay: float | None = None,
-    ) -> None:
-        """Replace the app file with ``release``; workers see it when they are
-        replaced (SIGHUP) and new masters when they start (SIGUSR2).
-
-        """
-        delay = self.import_delay if import_delay is None else import_delay
-        write_release(self.app_path, release, broken=broken, import_delay=delay)
-        self.release = release
-
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
         """Start gunicorn and return once all workers serve ``self.release``."""
-        if self._process is not None:
-            raise RuntimeError("instance already started")
-        if self._stopped:
-            # stop() may have removed the control socket directory; a fresh
-            # GunicornInstance on the same workdir is the way to restart.
-            raise RuntimeError("GunicornInstance is single-use; create a new one")
-        self._remove_stale_pidfile()
-        self._log_file = open(self.log_path, "ab")
+        log_file = self._begin_start()
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 log_offset = self.log_path.stat().st_size
@@ -345,7 +240,7 @@ class GunicornInstance:
                     stdin=subprocess.DEVNULL,
                     # gunicorn prints some failures (e.g. app import tracebacks
                     # in older versions) to stderr only, not to the error log.
-                    stdout=self._log_file,
+                    stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=self.workdir,
                     env=self._environment(),
@@ -366,10 +261,13 @@ class GunicornInstance:
                 self._kill_session()
                 self._process = None
                 self._remove_stale_pidfile()  # the killed master may have written it
-                self.port = _free_loopback_port()
+                self.port = free_loopback_port()
             except BaseException:
                 self.stop()
                 raise
+
+    def _prepare_start(self) -> None:
+        self._remove_stale_pidfile()
 
     def _remove_stale_pidfile(self) -> None:
         """gunicorn refuses to start if the pidfile names *any* live process,
@@ -381,7 +279,7 @@ class GunicornInstance:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             cmdline = b""
-        if _is_alive(pid) and str(self.pidfile).encode() in cmdline.split(b"\0"):
+        if is_alive(pid) and str(self.pidfile).encode() in cmdline.split(b"\0"):
             raise RuntimeError(
                 f"gunicorn pid {pid} is still running with pidfile {self.pidfile}"
             )
@@ -440,11 +338,7 @@ class GunicornInstance:
             self._wait_session_empty(_STOP_GRACE_SECONDS)
             self._kill_session()
             self._process = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._close_files()
 
     def _session_masters(self) -> set[int]:
         """Every live gunicorn master in our process group.
@@ -459,7 +353,7 @@ class GunicornInstance:
         """
         if self.session_id is None:
             return set()
-        members = _live_group_members(self.session_id)
+        members = live_group_members(self.session_id)
         masters = {
             pid
             for pid, ppid in members.items()
@@ -477,7 +371,7 @@ class GunicornInstance:
         while True:
             if self._process is not None:
                 self._process.poll()  # reap it, or it lingers as a zombie
-            if not _live_group_members(self.session_id):
+            if not live_group_members(self.session_id):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -489,7 +383,7 @@ class GunicornInstance:
             return
         # Only signal a group that still has members: once it is empty and
         # our child reaped, the kernel may hand its id to an unrelated group.
-        if _live_group_members(self.session_id):
+        if live_group_members(self.session_id):
             try:
                 os.killpg(self.session_id, signal.SIGKILL)
             except ProcessLookupError:
@@ -512,18 +406,6 @@ class GunicornInstance:
         if pid is not None and self.process_alive(pid):
             return pid
         return self._process.pid if self._process.poll() is None else None
-
-    def __enter__(self) -> GunicornInstance:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- observation ---------------------------------------------------------
 
@@ -560,7 +442,7 @@ class GunicornInstance:
                 return set(), set()
         workers: set[int] = set()
         new_masters: set[int] = set()
-        for child in _children(master):
+        for child in live_children(master):
             (new_masters if _gunicorn_parent_pid(child) == master else workers).add(child)
         return workers, new_masters
 
@@ -570,7 +452,7 @@ class GunicornInstance:
         is reaped, and a recycled pid elsewhere is not ours: neither counts."""
         if self.session_id is None:
             return False
-        stat = _proc_stat(pid)
+        stat = proc_stat(pid)
         return stat is not None and stat[0] != "Z" and stat[3] == self.session_id
 
     def wait_master_gone(self, master: int, timeout: float = 20.0) -> None:
@@ -589,39 +471,20 @@ class GunicornInstance:
             on_timeout=self._diagnostics,
         )
 
-    def log_tail(self, lines: int = 40) -> str:
-        """Last ``lines`` distinct log lines; runs of identical lines are
-        collapsed so they cannot hide the cause."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no gunicorn log)"
-        collapsed: list[list[Any]] = []  # [line, repeat count]
-        for line in text.splitlines():
-            if collapsed and collapsed[-1][0] == line:
-                collapsed[-1][1] += 1
-            else:
-                collapsed.append([line, 1])
-        rendered = [
-            line if count == 1 else f"{line}  [x{count}]"
-            for line, count in collapsed[-lines:]
-        ]
-        return "--- gunicorn log tail ---\n" + "\n".join(rendered)
-
     def _diagnostics(self, master: int | None = None) -> str:
         if master is None:
             master = self.master_pid()
         if master is None:
             state = "no pidfile"
         else:
-            stat = _proc_stat(master)
+            stat = proc_stat(master)
             state = (
                 f"master {master} ({'gone' if stat is None else 'state ' + stat[0]})"
                 f" workers={sorted(self.worker_pids(master))}"
                 f" upgrade_children={sorted(self.upgrade_children(master))}"
             )
         session = (
-            sorted(_live_group_members(self.session_id))
+            sorted(live_group_members(self.session_id))
             if self.session_id is not None
             else []
         )
@@ -644,45 +507,26 @@ class GunicornInstance:
         master's workers share the listening socket and still serve the old
         release, legitimately.
         """
-        deadline = time.monotonic() + timeout
         old = set(replaced_pids)
-        last_sample: dict[str, Any] = {}
 
-        def probe() -> set[int] | None:
-            nonlocal last_sample
+        def candidates() -> set[int] | None:
             current = master if master is not None else self.master_pid()
             if current is None:
                 return None
             pids = self.worker_pids(current)
-            if len(pids) != self.workers or pids & old:
-                return None
-            last_sample = sample_serving_pids(
-                self.base_url,
-                pids,
-                release,
-                max_seconds=max(0.5, min(5.0, deadline - time.monotonic())),
-            )
-            ours_wrong = [
-                (pid, rel) for pid, rel in last_sample["wrong"] if pid in pids
-            ]
-            return pids if not last_sample["missing"] and not ours_wrong else None
+            return None if len(pids) != self.workers or pids & old else pids
 
-        def diagnostics() -> str:
-            if not last_sample:
-                sample = "none taken (never exactly the expected new workers)"
-            else:
-                sample = (
-                    f"seen={last_sample['seen']} missing={last_sample['missing']}"
-                    f" wrong={last_sample['wrong'][:5]} ({len(last_sample['wrong'])}"
-                    f" total) errors={len(last_sample['errors'])}"
-                )
-            return f"last HTTP sample: {sample}\n{self._diagnostics(master)}"
+        def served(pids: set[int], sample: dict[str, Any]) -> bool:
+            ours_wrong = [(pid, rel) for pid, rel in sample["wrong"] if pid in pids]
+            return not sample["missing"] and not ours_wrong
 
-        return poll_until(
-            probe,
+        return self._wait_serving(
+            release,
             timeout,
-            f"all workers serving release {release!r}",
-            on_timeout=diagnostics,
+            candidates,
+            served,
+            "none taken (never exactly the expected new workers)",
+            lambda: self._diagnostics(master),
         )
 
 

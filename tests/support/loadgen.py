@@ -21,9 +21,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from .process import StartStop
 
 RequestKind = Literal["fast", "slow"]
 
@@ -212,7 +213,7 @@ class LoadResult:
         return "\n".join(lines)
 
 
-class LoadGenerator:
+class LoadGenerator(StartStop):
     """Thread-based HTTP load: ``concurrency`` clients hammer ``GET /`` while
     ``slow_clients`` keep ``GET /slow`` requests permanently in flight, so that
     any reload necessarily overlaps with requests a worker is still serving.
@@ -336,18 +337,6 @@ class LoadGenerator:
         )
         return self.result
 
-    def __enter__(self) -> LoadGenerator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- client threads ------------------------------------------------------
 
     def _may_issue(self) -> bool:
@@ -451,4 +440,22 @@ def sample_serving_pids(
         }
 
 
-__all__ = ["LoadGenerator", "LoadResult", "Response", "sample_serving_pids"]
+def describe_sample(sample: dict[str, Any], none_taken: str) -> str:
+    """One line on a ``sample_serving_pids`` result, for a timeout's diagnostics
+    (``none_taken`` when no sample was taken: ``sample`` is empty)."""
+    if not sample:
+        return none_taken
+    return (
+        f"seen={sample['seen']} missing={sample['missing']}"
+        f" wrong={sample['wrong'][:5]} ({len(sample['wrong'])}"
+        f" total) errors={len(sample['errors'])}"
+    )
+
+
+__all__ = [
+    "LoadGenerator",
+    "LoadResult",
+    "Response",
+    "describe_sample",
+    "sample_serving_pids",
+]

@@ -12,54 +12,17 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from .demo_app import write_release
-from .loadgen import sample_serving_pids
+from .app_server import AppServer
+from .process import free_loopback_port, poll_until, stop_process_group
 
-T = TypeVar("T")
-
-# sun_path is 108 bytes on Linux including the terminating NUL; pytest's
-# tmp_path for a long test name can exceed that.
-_MAX_UNIX_SOCKET_PATH = 100
 _START_ATTEMPTS = 3  # the free port we pick may be taken before uWSGI binds it
-_POLL_INTERVAL = 0.05
-
-
-def poll_until(
-    probe: Callable[[], T | None],
-    timeout: float,
-    description: str,
-    interval: float = _POLL_INTERVAL,
-    on_timeout: Callable[[], str] | None = None,
-) -> T:
-    """Call ``probe`` until it returns something other than None (or False).
-
-    Exists so tests wait for an observable condition rather than sleeping for
-    a guessed duration; ``on_timeout`` adds diagnostics to the TimeoutError.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() >= deadline:
-            details = on_timeout() if on_timeout else ""
-            raise TimeoutError(
-                f"timed out after {timeout}s waiting for {description}"
-                + (f"\n{details}" if details else "")
-            )
-        time.sleep(interval)
 
 
 def read_stats_socket(path: Path) -> dict[str, Any]:
@@ -71,28 +34,6 @@ def read_stats_socket(path: Path) -> dict[str, Any]:
         while chunk := conn.recv(65536):
             chunks.append(chunk)
     return json.loads(b"".join(chunks))
-
-
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGINT a uWSGI master (it kills its workers and exits at once), then SIGKILL whatever is left of its
-    process group (started with start_new_session)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # stragglers, if any
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _worker_is_serving(worker: dict[str, Any]) -> bool:
@@ -115,8 +56,10 @@ def _format_workers(workers: list[dict[str, Any]]) -> str:
     )
 
 
-class UwsgiInstance:
+class UwsgiInstance(AppServer):
     """One uWSGI master plus workers, serving the demo app on 127.0.0.1."""
+
+    server = "uwsgi"
 
     def __init__(
         self,
@@ -129,36 +72,22 @@ class UwsgiInstance:
         uwsgi_bin: str | Path | None = None,
         release: str = "v1",
     ) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, import_delay, release)
         self.processes = processes
         self.threads = threads
         self.lazy_apps = lazy_apps
-        self.import_delay = import_delay
         self.extra_options = dict(extra_options or {})
         self.uwsgi_bin = (
             Path(uwsgi_bin) if uwsgi_bin else Path(sys.executable).with_name("uwsgi")
         )
 
-        self.app_path = self.workdir / "app.py"
         self.ini_path = self.workdir / "uwsgi.ini"
         self.fifo_path = self.workdir / "master.fifo"
         self.touch_chain_path = self.workdir / "touch-chain-reload"
         self.touch_reload_path = self.workdir / "touch-reload"
         self.touch_workers_path = self.workdir / "touch-workers-reload"
         self.pidfile = self.workdir / "uwsgi.pid"
-        self.log_path = self.workdir / "uwsgi.log"
-        self._socket_dir: Path | None = None
-        self.stats_path = self.workdir / "stats.sock"
-        if len(str(self.stats_path)) > _MAX_UNIX_SOCKET_PATH:
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="uwsgi-"))
-            self.stats_path = self._socket_dir / "stats.sock"
-
-        self.port = _free_loopback_port()
-        self.release = release
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: Any = None
-        self._stopped = False
+        self.stats_path = self._socket_path("stats.sock")
 
         for path in (
             self.touch_chain_path,
@@ -168,10 +97,6 @@ class UwsgiInstance:
             path.touch()
         self.set_release(release)
         self._write_ini()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # -- configuration -------------------------------------------------------
 
@@ -214,36 +139,17 @@ class UwsgiInstance:
             lines.append(f"{key} = {'true' if value is True else value}")
         self.ini_path.write_text("\n".join(lines) + "\n")
 
-    def set_release(
-        self,
-        release: str,
-        broken: bool = False,
-        import_delay: float | None = None,
-    ) -> None:
-        """Replace the app file with ``release``; workers see it on respawn.
-
-        """
-        delay = self.import_delay if import_delay is None else import_delay
-        write_release(self.app_path, release, broken=broken, import_delay=delay)
-        self.release = release
-
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
         """Start uWSGI and return once every worker is accepting with an app."""
-        if self._process is not None:
-            raise RuntimeError("instance already started")
-        if self._stopped:
-            # stop() may have removed the stats socket directory; a fresh
-            # UwsgiInstance on the same workdir is the way to restart.
-            raise RuntimeError("UwsgiInstance is single-use; create a new one")
-        self._log_file = open(self.log_path, "ab")
+        log_file = self._begin_start()
         for attempt in range(1, _START_ATTEMPTS + 1):
             log_offset = self.log_path.stat().st_size
             self._process = subprocess.Popen(
                 [str(self.uwsgi_bin), "--ini", str(self.ini_path)],
                 stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
+                stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 # Own process group, so stop() can kill workers the master
@@ -261,7 +167,7 @@ class UwsgiInstance:
                 ):
                     self._process.wait()
                     self._process = None
-                    self.port = _free_loopback_port()
+                    self.port = free_loopback_port()
                     self._write_ini()
                     continue
                 self.stop()
@@ -299,27 +205,11 @@ class UwsgiInstance:
         if process is not None:
             # A graceful shutdown is not what tests are measuring.
             stop_process_group(process)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._close_files()
 
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> UwsgiInstance:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- observation ---------------------------------------------------------
 
@@ -340,25 +230,6 @@ class UwsgiInstance:
             return self.workers()
         except (OSError, ValueError, KeyError):
             return None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """Last ``lines`` distinct log lines; runs of identical lines (a broken
-        app logs one per request) are collapsed so they cannot hide the cause."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no uwsgi log)"
-        collapsed: list[list[Any]] = []  # [line, repeat count]
-        for line in text.splitlines():
-            if collapsed and collapsed[-1][0] == line:
-                collapsed[-1][1] += 1
-            else:
-                collapsed.append([line, 1])
-        rendered = [
-            line if count == 1 else f"{line}  [x{count}]"
-            for line, count in collapsed[-lines:]
-        ]
-        return "--- uwsgi log tail ---\n" + "\n".join(rendered)
 
     def _diagnostics(self) -> str:
         workers = self._try_workers()
@@ -402,12 +273,9 @@ class UwsgiInstance:
         Returns the serving worker pids. The HTTP check matters because the
         stats socket cannot tell which code a worker imported.
         """
-        deadline = time.monotonic() + timeout
         old = set(replaced_pids)
-        last_sample: dict[str, Any] = {}
 
-        def probe() -> set[int] | None:
-            nonlocal last_sample
+        def candidates() -> set[int] | None:
             workers = self._try_workers()
             if (
                 workers is None
@@ -416,37 +284,16 @@ class UwsgiInstance:
             ):
                 return None
             pids = {w["pid"] for w in workers}
-            if pids & old:
-                return None
-            last_sample = sample_serving_pids(
-                self.base_url,
-                pids,
-                release,
-                max_seconds=max(0.5, min(5.0, deadline - time.monotonic())),
-            )
-            return (
-                pids
-                if not last_sample["missing"] and not last_sample["wrong"]
-                else None
-            )
+            return None if pids & old else pids
 
-        def diagnostics() -> str:
-            if not last_sample:
-                sample = "none taken (workers never all ready)"
-            else:
-                sample = (
-                    f"seen={last_sample['seen']} missing={last_sample['missing']}"
-                    f" wrong={last_sample['wrong'][:5]} ({len(last_sample['wrong'])}"
-                    f" total) errors={len(last_sample['errors'])}"
-                )
-            return f"last HTTP sample: {sample}\n{self._diagnostics()}"
-
-        return poll_until(
-            probe,
+        return self._wait_serving(
+            release,
             timeout,
-            f"all workers serving release {release!r}",
-            on_timeout=diagnostics,
+            candidates,
+            lambda _pids, sample: not sample["missing"] and not sample["wrong"],
+            "none taken (workers never all ready)",
+            self._diagnostics,
         )
 
 
-__all__ = ["UwsgiInstance", "poll_until"]
+__all__ = ["UwsgiInstance", "read_stats_socket"]

@@ -19,8 +19,9 @@ import pytest
 from tests.support.demo_app import render_app
 from tests.support.gunicorn_instance import GunicornInstance
 from tests.support.loadgen import LoadGenerator, sample_serving_pids
+from tests.support.process import poll_until
 from tests.support.server_venvs import gunicorn_bin
-from tests.support.uwsgi_instance import UwsgiInstance, poll_until
+from tests.support.uwsgi_instance import UwsgiInstance
 
 WORKERS = 4
 NEWEST_GUNICORN = "27.0.1"
