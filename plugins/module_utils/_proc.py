@@ -514,12 +514,13 @@ def read_as_owner(pid, what, reader, proc_root=None, timeout=None, denied=None):
     except OwnerReadError as exc:
         raise OwnerReadError('%s, and reading it as its owner (uid %d, gid %d) %s' % (prefix, uid, gid, exc))
     except (IOError, OSError) as exc:
-        if is_denied(exc) and (is_exiting(pid, proc_root) or start_ticks(pid, proc_root) != started):
+        if not is_denied(exc):
+            raise
+        # An exiting process's /proc entries turn root's: its owner is denied too, and the process is gone.
+        if is_exiting(pid, proc_root) or start_ticks(pid, proc_root) != started:
             raise _gone(pid)
-        if is_denied(exc):
-            raise OwnerReadError('%s, and its owner (uid %d, gid %d) may not read it either (%s)'
-                                 % (prefix, uid, gid, exc.strerror or exc))
-        raise
+        raise OwnerReadError('%s, and its owner (uid %d, gid %d) may not read it either (%s)'
+                             % (prefix, uid, gid, exc.strerror or exc))
     if start_ticks(pid, proc_root) != started:
         raise _gone(pid)
     return value
@@ -532,11 +533,18 @@ def is_exiting(pid, proc_root=None):
     is the process exiting (a worker replaced during a reload), not a hidden one. /proc/PID/status is readable
     by everyone and lists the Vm* lines only while the process has its memory.
     """
+    status = read_status(pid, proc_root)
+    if status is None:
+        return True
+    return status.get('State', '')[:1] in ('Z', 'X') or 'VmSize' not in status
+
+
+def read_status(pid, proc_root=None):
+    """{field: value} of /proc/PID/status (values stripped), or None when it cannot be read."""
     text = read_text(proc_path(pid, 'status', proc_root=proc_root))
     if text is None:
-        return True
-    fields = dict(line.partition(':')[::2] for line in text.splitlines())
-    return fields.get('State', '').strip()[:1] in ('Z', 'X') or 'VmSize' not in fields
+        return None
+    return dict((name, value.strip()) for name, _sep, value in (line.partition(':') for line in text.splitlines()))
 
 
 def _gone(pid):
@@ -628,14 +636,10 @@ def _become(uid, gid):
 
 def _capabilities():
     """(permitted, effective) capability masks of this process, or None when unreadable."""
-    masks = {}
-    for line in (read_text(proc_path('self', 'status')) or '').splitlines():
-        name, _sep, value = line.partition(':')
-        if name in ('CapPrm', 'CapEff'):
-            masks[name] = int(value.strip(), 16)
-    if len(masks) != 2:
+    status = read_status('self') or {}
+    if 'CapPrm' not in status or 'CapEff' not in status:
         return None
-    return masks['CapPrm'], masks['CapEff']
+    return int(status['CapPrm'], 16), int(status['CapEff'], 16)
 
 
 def _read_answer(read_end, timeout):
