@@ -190,6 +190,8 @@ def report_table(reports):
             last = '%s: %s | undone: %s' % (report['step'], report['cause'], report.get('undone', ''))
         else:
             last = report['cause'] if 'cause' in report else _timings_text(report.get('timings'))
+        if report.get('commit'):
+            last = 'commit %s; %s' % (report['commit'][:12], last)
         lines.append(REPORT_FORMAT % (
             report['host'], report['batch'], report['result'],
             '%s -> %s' % (report.get('old') or '-', report.get('new') or '-'), report.get('reload_mode', '-'),
@@ -205,7 +207,10 @@ def status_table(statuses, hosts, lb_view, lock):
     for host in hosts:
         status = by_host.get(host) or dict(host=host, release='unreachable', previous='-', switched='-', service='-',
                                            master='-', workers='-')
-        lines.append(STATUS_FORMAT % (status['host'], status['release'], status['previous'], status['switched'],
+        release = status['release']
+        if status.get('commit') not in (None, '', '-'):
+            release = '%s @%s' % (release, status['commit'][:7])
+        lines.append(STATUS_FORMAT % (status['host'], release, status['previous'], status['switched'],
                                       status['service'], status['master'], status['workers'], lb_view.get(host, '-')))
     return lines + [lock_line(lock.get('holder'), lock.get('summary', ''))]
 

@@ -254,3 +254,12 @@ def test_failure_message_names_each_host_its_step_cause_and_undo_and_the_lock():
     unreachable = {'host': 'app3', 'result': 'unreachable', 'cause': 'no route', 'undone': ''}
     assert rollout.failure_message([unreachable], 'rollback', 'demo', '', 'the lock could not be released') == (
         'rollback of demo failed. app3: unreachable: no route the lock could not be released')
+
+
+def test_report_and_status_name_the_commit_a_host_serves():
+    report = dict(DEPLOYED, commit='0123456789abcdef0123456789abcdef01234567')
+    assert rollout.report_table([report])[2].endswith('commit 0123456789ab; prepare 12.0, drain 3.1')
+    status = {'host': 'app1', 'release': 'v3', 'commit': '0123456789abcdef', 'previous': 'v2', 'switched': '-',
+              'service': 'active', 'master': 120, 'workers': 4}
+    assert rollout.status_table([status], ['app1'], {}, rollout.lock_record(''))[1].startswith(
+        'app1             v3 @0123456              v2')
