@@ -97,7 +97,7 @@ compat: compat-venvs
 
 # Molecule scenarios on a fleet of systemd containers. tests/fleet/testbed starts dockerd only when no engine
 # answers and builds the host image only when none was built from the same inputs (no registry needed).
-FLEET_SCENARIOS := uwsgi gunicorn rollout rollout_haproxy emperor
+FLEET_SCENARIOS := uwsgi gunicorn rollout rollout_haproxy emperor django
 
 fleet-image: deps
 	tests/fleet/testbed image

@@ -1,11 +1,12 @@
 """graceful.wsgi demo app: a plain WSGI app that tells which release, dependency and worker served a request.
 
-    GET /                 {"release", "pid", "dependency": {"name", "version"}, "prefix", "code"}
+    GET /                 {"release", "pid", "dependency": {"name", "version"}, "prefix", "code", "asset"}
     GET /slow?seconds=N   the same after N seconds (keeps requests in flight during a reload)
     GET /healthz          "ok <release>" (503 in an unhealthy release)
 
-demo/make_release.py writes release variants of this file: RELEASE, and BROKEN (fails at import) or
-UNHEALTHY (imports, but /healthz answers 503).
+demo/make_release.py writes release variants of this file: RELEASE, ASSET (the URL of the release's stylesheet,
+static/demo.<hash>.css in the release, which names the release; served by the server, not by this app), and BROKEN
+(fails at import) or UNHEALTHY (imports, but /healthz answers 503).
 """
 
 import json
@@ -17,6 +18,8 @@ from urllib.parse import parse_qs
 import idna  # the dependency whose version changes between releases
 
 RELEASE = "dev"
+# The page's stylesheet, a content-hashed name under the release's static/ ("" here: demo/app has none).
+ASSET = ""
 BROKEN = False
 UNHEALTHY = False
 
@@ -37,6 +40,7 @@ def _identity():
         "dependency": {"name": "idna", "version": idna.__version__},
         "prefix": sys.prefix,
         "code": os.path.realpath(__file__),
+        "asset": ASSET,
     }
 
 

@@ -10,11 +10,18 @@
         completed. Prints one JSON document.
 
     python3 tests/fleet/probe.py lb --url http://127.0.0.1:18300 --marks DIR --expect-release v2[,v1] [--forbid-release v4]
+                                    [--check-assets [--asset-every 5]]
         Real HTTP load through a load balancer while a playbook runs (deploy, rollback, ...). Writes DIR/warm once
         it answers, runs until DIR/done (written by the caller when the playbook ended) plus 2 s, and exits 1
         unless 0 requests failed, slow requests completed throughout, every answer started after DIR/done came
         from one of --expect-release, and no answer at all came from a --forbid-release. Prints one JSON document
         with the requests, failures, p50/p99 latency and the releases seen.
+        --check-assets: every fast client also fetches, through the same load balancer, the asset (the "asset" URL
+        of the demo app's answer) of every --asset-every-th answer it got, before its next request (one asset check
+        in flight per client at most). The asset must answer 200 with a body naming the release of the page that
+        named it ("... release v2 ..."); a check that does not is a failed request of kind "asset skew". The JSON
+        gains asset_checks, asset_failures, asset_releases (the releases whose assets were checked, with the
+        number of checks of each) and asset_failure_examples; no asset checked at all is a problem too.
 
     python3 tests/fleet/probe.py workers --url URL --pids 11,12 --release v2 --dependency 3.10
         Concurrent requests until each listed worker pid has answered; exits 1 unless each named the
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import re
 import sys
 import threading
 import time
@@ -35,7 +43,12 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support.loadgen import LoadGenerator  # noqa: E402  (path set just above)
+from tests.support.loadgen import LoadGenerator, Response  # noqa: E402  (path set just above)
+
+# The kind of a failed asset check among the load's failed requests.
+ASSET_SKEW = "asset skew"
+# How an asset names its release: the demo app's stylesheet is "/* demo release v2 */ body{}".
+ASSET_RELEASE = re.compile(rb"\brelease ([A-Za-z0-9._-]+)")
 
 
 def wait_for_mark(path: Path, deadline: float) -> float | None:
@@ -96,10 +109,121 @@ def judge_target(name: str, result, window, release: str):
     return report, problems
 
 
-def generator_for(url: str, args) -> LoadGenerator:
-    """The load of the load and lb commands on one URL, from their common options."""
-    return LoadGenerator(
-        url,
+def http_get(host: str, port: int, path: str, timeout: float):
+    """One GET on a new connection, as the load's requests are: (status or None, body, error or None)."""
+    status = None
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        reply = connection.getresponse()
+        status = reply.status
+        return status, reply.read(), None
+    except (OSError, http.client.HTTPException) as exc:
+        return status, b"", f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+
+
+def fetch_page(host: str, port: int, path: str, timeout: float) -> tuple[Response, str]:
+    """A fast request of the load judged as tests/support/loadgen.py judges it (200, a JSON body naming a release and a
+    pid), and the asset the answer names ("" when none)."""
+    t_start = time.monotonic()
+    status, body, error = http_get(host, port, path, timeout)
+    payload = {}
+    if error is None and status != 200:
+        error = f"HTTP {status}: {body[:200]!r}"
+    if error is None:
+        try:
+            payload = json.loads(body)
+            release, pid = payload["release"], payload["pid"]
+        except (ValueError, TypeError, KeyError) as exc:
+            error = f"bad body ({type(exc).__name__}): {body[:200]!r}"
+        else:
+            if not isinstance(release, str) or not isinstance(pid, int):
+                error = f"bad body (wrong field types): {body[:200]!r}"
+    if error is not None:
+        return Response(t_start, time.monotonic(), "fast", status, None, None, error), ""
+    asset = payload.get("asset")
+    return (Response(t_start, time.monotonic(), "fast", status, release, pid, None),
+            asset if isinstance(asset, str) else "")
+
+
+def check_asset(host: str, port: int, page: Response, asset: str, timeout: float) -> Response | None:
+    """Fetch the asset a page named, through the same address: None when it answered 200 naming the page's release,
+    else a failed request of kind ASSET_SKEW saying what came instead."""
+    parts = urlsplit(asset)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    t_start = time.monotonic()
+    status, body, error = http_get(host, port, path, timeout)
+    if error is None and status != 200:
+        error = f"HTTP {status}: {body[:120]!r}"
+    if error is None:
+        named = ASSET_RELEASE.search(body)
+        if named is None or named.group(1).decode() != page.release:
+            error = f"it names {named.group(1).decode() if named else 'no release'}: {body[:120]!r}"
+    if error is None:
+        return None
+    return Response(t_start, time.monotonic(), ASSET_SKEW, status, None, None,
+                    f"the page of release {page.release} (pid {page.pid}) named {asset}: {error}")
+
+
+class AssetCheckingLoad(LoadGenerator):
+    """LoadGenerator whose fast clients also check assets: after every ``every``-th answer that names an asset, the
+    client fetches that asset (check_asset) before its next request, so that at most one check per client is in flight
+    and the checks stay a fraction of the load. A failed check joins the client's requests as a failed one (kind
+    ASSET_SKEW); a good one is only counted. Slow clients are LoadGenerator's own."""
+
+    def __init__(self, base_url: str, every: int, **options) -> None:
+        super().__init__(base_url, **options)
+        if every < 1:
+            raise ValueError("--asset-every must be >= 1")
+        self.every = every
+        self.asset_checks: Counter[str] = Counter()  # per release of the page that named the asset
+        self.asset_failures: list[Response] = []
+        self._asset_lock = threading.Lock()
+
+    # LoadGenerator's fast client loop (the request, its count, the pause), with the asset check added.
+    def _client_loop(self, kind, path, sink):
+        if kind != "fast":
+            super()._client_loop(kind, path, sink)
+            return
+        answers = 0
+        while self._may_issue():
+            page, asset = fetch_page(self._host, self._port, path, self.request_timeout)
+            sink.append(page)
+            with self._lock:
+                self._fast_completed += 1
+            if page.ok and asset:
+                answers += 1
+                if answers % self.every == 0:
+                    failure = check_asset(self._host, self._port, page, asset, self.request_timeout)
+                    with self._asset_lock:
+                        self.asset_checks[page.release] += 1
+                        if failure is not None:
+                            self.asset_failures.append(failure)
+                    if failure is not None:
+                        sink.append(failure)
+            if self.think_seconds:
+                time.sleep(self.think_seconds)
+
+    def asset_report(self, started_at: float) -> dict:
+        """The figures of the asset checks, for the lb command's JSON."""
+        with self._asset_lock:
+            failures = sorted(self.asset_failures, key=lambda r: r.t_start)
+            return {
+                "asset_checks": sum(self.asset_checks.values()),
+                "asset_failures": len(failures),
+                "asset_releases": dict(sorted(self.asset_checks.items())),
+                "asset_failure_examples": [
+                    {"at_s": round(r.t_start - started_at, 3), "kind": r.kind, "status": r.status, "error": r.error}
+                    for r in failures[:5]
+                ],
+            }
+
+
+def load_options(args) -> dict:
+    """LoadGenerator's options from the common options of the load and lb commands."""
+    return dict(
         concurrency=args.concurrency,
         slow_clients=args.slow_clients,
         slow_seconds=args.slow_seconds,
@@ -109,6 +233,13 @@ def generator_for(url: str, args) -> LoadGenerator:
         request_timeout=getattr(args, "request_timeout", None) or args.slow_seconds + 60,
         think_seconds=args.think_seconds,
     )
+
+
+def generator_for(url: str, args) -> LoadGenerator:
+    """The load of the load and lb commands on one URL, from their common options."""
+    if getattr(args, "check_assets", False):
+        return AssetCheckingLoad(url, args.asset_every, **load_options(args))
+    return LoadGenerator(url, **load_options(args))
 
 
 def run_load(args) -> int:
@@ -190,8 +321,16 @@ def run_lb(args) -> int:
         "p99_ms": round(result.p99_ms, 1),
         "releases_seen": dict(seen),
         "releases_after_run": dict(Counter(r.release for r in late if r.ok)),
-        "problems": problems,
     }
+    if isinstance(generator, AssetCheckingLoad):
+        # The failed checks are among the failed requests above already; this says what they were.
+        report.update(generator.asset_report(result.started_at))
+        if report["asset_failures"]:
+            problems.append(f"{report['asset_failures']} of {report['asset_checks']} asset checks failed ({ASSET_SKEW}): "
+                            + "; ".join(example["error"] for example in report["asset_failure_examples"][:3]))
+        if not report["asset_checks"]:
+            problems.append("--check-assets: no answer named an asset, so no asset was checked")
+    report["problems"] = problems
     print(json.dumps(report, indent=1))
     return 1 if problems else 0
 
@@ -286,6 +425,11 @@ def main(argv=None) -> int:
     balancer.add_argument("--request-timeout", type=float, default=None,
                           help="seconds a request may wait for its answer (default: slow seconds + 60); a paused "
                                "load balancer holds requests until it runs again")
+    balancer.add_argument("--check-assets", action=argparse.BooleanOptionalAction, default=False,
+                          help="fetch the asset each checked answer names, through the same URL: it must answer 200 "
+                               "naming the page's release (a failure is an 'asset skew' failed request)")
+    balancer.add_argument("--asset-every", type=int, default=5,
+                          help="with --check-assets, check the asset of every Nth answer of each fast client (default 5)")
     workers = commands.add_parser("workers")
     workers.add_argument("--url", required=True)
     workers.add_argument("--pids", required=True)
