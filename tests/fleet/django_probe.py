@@ -276,6 +276,7 @@ def run_load(args) -> int:
     forbidden = set(filter(None, args.forbid_release.split(",")))
     required = set(filter(None, args.require_pages.split(",")))
     by_kind = {kind: [r for r in responses if r.kind == kind] for kind in KINDS}
+
     # --asset-404-is-skew: an asset that answered 404 is the measured skew of a server that serves each release's own
     # assets only (WhiteNoise), reported, not a failed request; every other failure still is one.
     def skew_404(response) -> bool:
