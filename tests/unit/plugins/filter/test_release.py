@@ -16,6 +16,11 @@ def test_a_name_alone_is_the_apps_own_directory():
     assert release.shared_path('media', 'shop') == {'path': 'media', 'owner': 'shop', 'group': 'shop', 'mode': '0750'}
 
 
+def test_an_entry_owned_by_root_keeps_the_default_group():
+    assert release.shared_path({'path': 'config', 'owner': 'root'}, 'shop', 'shop') == {
+        'path': 'config', 'owner': 'root', 'group': 'shop', 'mode': '0750'}
+
+
 def test_a_dict_sets_owner_group_and_mode():
     assert release.shared_path({'path': 'config', 'owner': 'root', 'group': 'shop', 'mode': '0750'}, 'shop') == {
         'path': 'config', 'owner': 'root', 'group': 'shop', 'mode': '0750'}
