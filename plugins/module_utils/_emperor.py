@@ -343,7 +343,8 @@ class Fleet(object):
 
     def unsubscribe(self, config, node):
         """Ask each subscription server the vassal announces to to drop its node (as the vassal itself does on a
-        graceful reload); returns the errors, one per server that could not be sent to."""
+        graceful reload); returns the errors, one per server that could not be sent to. A unix socket is sent to
+        only once checked (_fastrouter.open_subscription_socket): it usually sits in the app user's directory."""
         packet = _fastrouter.subscription_packet(node.get('key') or '', node['name'], _fastrouter.UNSUBSCRIBE)
         return _fastrouter.send_packet(packet, self.servers[config], SEND_TIMEOUT)
 

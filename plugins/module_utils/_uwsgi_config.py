@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - Python 2 controllers are not supported
 
 # The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
 SOCKET_OPTIONS = ('socket', 'uwsgi-socket', 'shared-socket', 'http-socket', 'fastcgi-socket', 'protocol-socket')
+# The options that subscribe to a subscription server: ``server:key`` values, and ``key=value`` lists.
+SUBSCRIBE_TO_OPTIONS = ('subscribe-to', 'subscribe', 'st')
+SUBSCRIBE2_OPTIONS = ('subscribe2', 'subscribe2-to')
 
 _TRUE_OFF = ('false', 'off', 'no', '0')
 
@@ -48,11 +51,16 @@ def ini_items(ini_text, section='uwsgi'):
 
 
 def subscription_addresses(ini_text):
-    """The addresses a vassal ini subscribes with: ``subscribe2 addr=`` values, else its first socket."""
+    """The addresses a vassal ini subscribes with: the explicit ``address=`` of ``subscribe-to`` values, the
+    ``addr=`` of ``subscribe2`` ones, and its first socket (what a subscription without one announces)."""
     addresses = []
     first_socket = None
     for key, value in ini_items(ini_text):
-        if key in ('subscribe2', 'subscribe2-to') and value:
+        if key in SUBSCRIBE_TO_OPTIONS:
+            subscription = parse_subscribe_to(value)
+            if subscription and subscription['address']:
+                addresses.append(subscription['address'])
+        elif key in SUBSCRIBE2_OPTIONS and value:
             for field in value.split(','):
                 name, _sep, setting = field.partition('=')
                 if name.strip() == 'addr' and setting.strip():
@@ -69,15 +77,53 @@ def _address_as_subscribed(socket):
     return socket.split(',')[0].strip()
 
 
+def parse_subscribe_to(value):
+    """A ``subscribe-to`` value read as uWSGI 2.0 reads it (core/subscription.c, uwsgi_subscribe), or None when
+    uWSGI would send nothing for it.
+
+    ``[address=]server:key[,modifier1[,sign]]``: ``server`` is a unix socket path when it starts with ``/`` (the
+    key then follows the first ``:``), else ``host:port`` (the key follows the second ``:``); a key may hold
+    ``:``. ``address`` (what the vassal announces, else its first socket) ends at the first ``=``; a ``=N=`` prefix
+    names shared socket N, not resolved here (address None). A key ``@file`` reads the keys from a file (key None).
+    Returns {'server', 'key', 'address'}.
+    """
+    if not value or value.startswith('@'):
+        # A value starting with @ is read from that file by uWSGI's option parser: not the subscription itself.
+        return None
+    address = None
+    server_and_key = value
+    if '=' in value:
+        if value.startswith('='):
+            end = value.find('=', 1)
+            if end < 0:
+                return None
+            server_and_key = value[end + 1:]
+        else:
+            address, _sep, server_and_key = value.partition('=')
+    if server_and_key.startswith('/'):
+        key_colon = server_and_key.find(':', 1)
+    else:
+        port_colon = server_and_key.find(':')
+        key_colon = server_and_key.find(':', port_colon + 1) if port_colon >= 0 else -1
+    if key_colon < 0:
+        return None
+    key = server_and_key[key_colon + 1:]
+    return {'server': server_and_key[:key_colon],
+            'key': None if key.startswith('@') else key.split(',', 1)[0],
+            'address': address}
+
+
 def subscription_servers(ini_text):
     """The subscription servers a vassal ini announces to, from ``subscribe-to``/``subscribe``/``st``
-    (``server:key``) and ``subscribe2`` (``server=...,key=...``), in order, without repeats."""
+    (``server:key``, see ``parse_subscribe_to``) and ``subscribe2`` (``server=...,key=...``), in order, without
+    repeats. A server is a unix socket path or ``host:port``."""
     servers = []
     for key, value in ini_items(ini_text):
         server = None
-        if key in ('subscribe-to', 'subscribe', 'st') and ':' in value and not value.startswith('@'):
-            server = value.rsplit(':', 1)[0]
-        elif key in ('subscribe2', 'subscribe2-to'):
+        if key in SUBSCRIBE_TO_OPTIONS:
+            subscription = parse_subscribe_to(value)
+            server = subscription and subscription['server']
+        elif key in SUBSCRIBE2_OPTIONS:
             fields = dict(field.strip().partition('=')[::2] for field in value.split(','))
             server = fields.get('server')
         if server and server not in servers:

@@ -18,6 +18,8 @@ from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi_config
     ('[uwsgi]\nuwsgi_socket = 127.0.0.1:3031\n', ['127.0.0.1:3031']),
     ('[uwsgi]\nsubscribe2 = server=127.0.0.1:2626,key=shop,addr=10.0.0.5:3031\nsocket = :3031\n',
      ['10.0.0.5:3031', ':3031']),
+    ('[uwsgi]\nsubscribe-to = 10.0.0.5:3031=/run/sub.sock:shop\nsocket = :3031\n', ['10.0.0.5:3031', ':3031']),
+    ('[uwsgi]\nsubscribe-to = /run/sub.sock:shop\nsocket = 127.0.0.1:3101\n', ['127.0.0.1:3101']),
     ('[uwsgi]\nmodule = app\n', []),
     ('[other]\nsocket = /x\n', []),
     ('not an ini [[[', []),
@@ -33,9 +35,37 @@ def test_subscription_addresses(text, expected):
     ('[uwsgi]\nsubscribe2 = server=10.0.0.1:2626,key=shop,addr=10.0.0.5:3031\n', ['10.0.0.1:2626']),
     ('[uwsgi]\nsubscribe-to = @/etc/subscriptions.txt\n', []),
     ('[uwsgi]\nsocket = :3031\n', []),
+    # A key holding ':' (a Host with its port) is the key's, not the server's.
+    ('[uwsgi]\nsubscribe-to = /run/shop-fastrouter/subscription.sock:shop.example:8080\n'
+     'subscribe-to = 127.0.0.1:2626:shop.example:8080\n',
+     ['/run/shop-fastrouter/subscription.sock', '127.0.0.1:2626']),
+    ('[uwsgi]\nsubscribe-to = 127.0.0.1:3031=/run/sub.sock:shop\n', ['/run/sub.sock']),
+    ('[uwsgi]\nsubscribe-to = /run/sub.sock\nsubscribe-to = 127.0.0.1:2626\n', []),
 ])
 def test_subscription_servers(text, expected):
     assert _uwsgi_config.subscription_servers(text) == expected
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('/run/shop-fastrouter/subscription.sock:shop',
+     {'server': '/run/shop-fastrouter/subscription.sock', 'key': 'shop', 'address': None}),
+    ('/run/sub.sock:shop.example:8080,5', {'server': '/run/sub.sock', 'key': 'shop.example:8080', 'address': None}),
+    ('127.0.0.1:2626:shop', {'server': '127.0.0.1:2626', 'key': 'shop', 'address': None}),
+    (':2626:shop', {'server': ':2626', 'key': 'shop', 'address': None}),
+    ('127.0.0.1:2626:shop.example:8080', {'server': '127.0.0.1:2626', 'key': 'shop.example:8080', 'address': None}),
+    ('10.0.0.5:3031=/run/sub.sock:shop', {'server': '/run/sub.sock', 'key': 'shop', 'address': '10.0.0.5:3031'}),
+    ('=0=127.0.0.1:2626:shop', {'server': '127.0.0.1:2626', 'key': 'shop', 'address': None}),
+    ('/run/sub.sock:@/etc/keys.txt', {'server': '/run/sub.sock', 'key': None, 'address': None}),
+    # uWSGI sends nothing for these.
+    ('/run/sub.sock', None),
+    ('127.0.0.1:2626', None),
+    ('shop', None),
+    ('=0', None),
+    ('@/etc/subscriptions.txt', None),
+    ('', None),
+])
+def test_parse_subscribe_to_reads_as_uwsgi_does(value, expected):
+    assert _uwsgi_config.parse_subscribe_to(value) == expected
 
 
 # ------------------------------------------------------------------ lazy-apps evidence
