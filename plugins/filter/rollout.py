@@ -270,6 +270,15 @@ def failure_message(problems, action, app, release, unlock_failure=''):
     return ' '.join(words)
 
 
+def run_notices(run):
+    """What the run's report says it could not vouch for: a deploy whose requirements carry no hashes was built
+    trusting the package index for every wheel."""
+    if (run or {}).get('action') != 'deploy' or (run or {}).get('hashed', True):
+        return []
+    return ['%s carries no hashes: the wheelhouse was built without --require-hashes, trusting the package index for '
+            'every wheel (pip-compile --generate-hashes writes them)' % (run.get('requirements') or 'requirements.txt')]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -279,5 +288,5 @@ class FilterModule:
             'step_timings': step_timings, 'batch_summary': batch_summary, 'host_reports': host_reports,
             'report_table': report_table, 'status_table': status_table, 'rolls_back': rolls_back,
             'undo_outcome': undo_outcome, 'reconcile_what': reconcile_what, 'reconciled_lines': reconciled_lines,
-            'failure_message': failure_message,
+            'failure_message': failure_message, 'run_notices': run_notices,
         }

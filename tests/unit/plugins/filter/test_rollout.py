@@ -263,3 +263,15 @@ def test_report_and_status_name_the_commit_a_host_serves():
               'service': 'active', 'master': 120, 'workers': 4}
     assert rollout.status_table([status], ['app1'], {}, rollout.lock_record(''))[1].startswith(
         'app1             v3 @0123456              v2')
+
+
+def test_a_deploy_without_hashes_says_so_in_its_report():
+    assert rollout.run_notices({'action': 'deploy', 'hashed': False, 'requirements': 'requirements.txt'}) == [
+        'requirements.txt carries no hashes: the wheelhouse was built without --require-hashes, trusting the package '
+        'index for every wheel (pip-compile --generate-hashes writes them)']
+
+
+@pytest.mark.parametrize('run', [{'action': 'deploy', 'hashed': True}, {'action': 'rollback', 'hashed': False},
+                                 {'action': 'reload'}, {}, None])
+def test_a_hashed_deploy_a_rollback_and_a_reload_have_no_notice(run):
+    assert rollout.run_notices(run) == []
