@@ -31,11 +31,12 @@ __metaclass__ = type
 
 import errno
 import os
+import pwd
 import re
 import stat
 import tempfile
 
-from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _systemd
 
 HEARTBEAT_PREFIX = 'wgunicorn-'
 UPGRADE_ENV = 'GUNICORN_PID'
@@ -213,9 +214,10 @@ def age_seconds(ticks, proc_root=None):
 class Master:
     """One gunicorn master as /proc shows it at one moment."""
 
-    def __init__(self, info, started, environ, workers, upgrade_children, strangers):
+    def __init__(self, info, started, environ, workers, upgrade_children, strangers, uid=None):
         self.info = info
         self.pid = info.pid
+        self.uid = uid                          # the user it runs as (effective uid), None when unknown
         self.started = started
         self.environ = environ
         self.workers = workers                  # {pid: booted}
@@ -273,7 +275,8 @@ def inspect_master(pid, proc_root=None):
             workers[child] = held[mine[0]]
         else:
             strangers.append(child)
-    return Master(info, started, environ, workers, upgrades, strangers)
+    owner = _proc.process_owner(pid, proc_root)
+    return Master(info, started, environ, workers, upgrades, strangers, owner[0] if owner else None)
 
 
 def _hidden(pid, proc_root):
@@ -371,11 +374,162 @@ def not_running(path):
     return 'gunicorn not running, or started without --pid %s' % path
 
 
-def identify_master(pidfile, proc_root=None):
-    """The Master the pidfile names, proven from /proc; GunicornError saying what the PID really is."""
-    proc_root = proc_root or _proc.PROC
+# A system service as the ``unit`` option names it (systemd.unit(5)): ASCII letters, digits and ":-_.\@", with or
+# without ".service"; never a leading "-", which systemctl would take for an option.
+_SERVICE_NAME = re.compile(r'\A[A-Za-z0-9:_.@\\][A-Za-z0-9:_.@\\-]*\Z')
+_SERVICE_SUFFIX = '.service'
+_UNIT_NAME_MAX = 255
+_UID = re.compile(r'\A[0-9]+\Z')
+UNIT_PROPERTIES = ('MainPID', 'ControlGroup', 'ActiveState', 'LoadState')
+
+
+def service_name(value):
+    """The ``unit`` option as NAME.service; GunicornError naming the option when it is no service name."""
+    base = value[:-len(_SERVICE_SUFFIX)] if value.endswith(_SERVICE_SUFFIX) else value
+    name = base + _SERVICE_SUFFIX
+    if not _SERVICE_NAME.match(base) or len(name) > _UNIT_NAME_MAX:
+        raise GunicornError('unit=%s: not a systemd service name (ASCII letters, digits and ":-_.@\\" only, not '
+                            'starting with "-", at most %d characters with .service)' % (value, _UNIT_NAME_MAX))
+    return name
+
+
+def user_identity(value):
+    """(name, uid) of the ``expected_user`` option, a user name or a uid; GunicornError naming it when unknown."""
     try:
-        pid = _proc.read_pidfile(pidfile, 'pidfile', not_running(pidfile))
+        entry = pwd.getpwnam(value)
+        return entry.pw_name, entry.pw_uid
+    except (KeyError, ValueError):
+        pass
+    if _UID.match(value):
+        return None, int(value)
+    raise GunicornError('expected_user=%s: no such user on this host' % value)
+
+
+class UnitMaster:
+    """What systemd says of the unit now: its main process ``main_pid`` (running as ``uid``) and its cgroup."""
+
+    def __init__(self, unit, main_pid, control_group, uid):
+        self.unit = unit
+        self.main_pid = main_pid
+        self.control_group = control_group
+        self.uid = uid
+
+
+class Expected:
+    """Whom a pidfile may name: the module's ``unit`` and ``expected_user`` options (see identify_master).
+
+    ``unit`` is NAME.service, asked about through ``systemctl`` (its path) at each identification, since an upgrade
+    moves the unit's main process; ``user`` is (name or None, uid). Neither: the master runs as the pidfile's owner.
+    """
+
+    def __init__(self, unit=None, user=None, systemctl=None):
+        self.unit = unit
+        self.user = user
+        self.systemctl = systemctl
+
+    @classmethod
+    def from_options(cls, unit=None, expected_user=None, systemctl=None):
+        """From the options as given; GunicornError naming the option that is invalid, or ``unit`` without
+        systemctl."""
+        name = service_name(unit) if unit is not None else None
+        user = user_identity(expected_user) if expected_user is not None else None
+        if name is not None and not systemctl:
+            raise GunicornError('unit=%s: systemctl not found, so no master can be proven to be the main process of '
+                                '%s' % (unit, name))
+        return cls(name, user, systemctl)
+
+    @property
+    def user_words(self):
+        """'expected_user=alice (uid 1000)'."""
+        name, uid = self.user
+        return 'expected_user=%s (uid %d)' % (name, uid) if name else 'expected_user=%d' % uid
+
+    def unit_master(self, proc_root=None):
+        """The unit's UnitMaster now; GunicornError naming the unit when systemd cannot say or it has none."""
+        try:
+            properties = _systemd.show(self.systemctl, self.unit, UNIT_PROPERTIES)
+        except _systemd.SystemdError as exc:
+            raise GunicornError('unit=%s: systemd cannot be asked for its main process: %s' % (self.unit, exc))
+        state = 'LoadState=%s, ActiveState=%s' % (properties.get('LoadState') or '?',
+                                                  properties.get('ActiveState') or '?')
+        main_pid = _systemd.int_property(properties, 'MainPID')
+        control_group = properties.get('ControlGroup') or ''
+        if not main_pid or not control_group.startswith('/'):
+            raise GunicornError('unit=%s has no main process (%s, MainPID=%s, ControlGroup=%s): gunicorn is not '
+                                'running in it' % (self.unit, state, properties.get('MainPID') or '?',
+                                                   control_group or '?'))
+        owner = _proc.process_owner(main_pid, proc_root)
+        if owner is None:
+            raise GunicornError('unit=%s: its main process %d (MainPID) is not running' % (self.unit, main_pid))
+        return UnitMaster(self.unit, main_pid, control_group, owner[0])
+
+    def pidfile_owners(self, unit):
+        """{uid: words} of whom the pidfile may belong to, besides root; None when it defines the master's user."""
+        if self.user is not None:
+            owners = {self.user[1]: self.user_words}
+        elif unit is not None:
+            owners = {unit.uid: '%s, the user of the main process %d of unit=%s' % (
+                _proc.describe_user(unit.uid), unit.main_pid, unit.unit)}
+        else:
+            return None
+        owners.setdefault(0, 'root')
+        return owners
+
+    def master_user(self, unit, pidfile_owner):
+        """(uid, words) of the user the master must run as."""
+        if self.user is not None:
+            return self.user[1], self.user_words
+        if unit is not None:
+            return unit.uid, '%s, the user of the main process %d of unit=%s' % (
+                _proc.describe_user(unit.uid), unit.main_pid, unit.unit)
+        return pidfile_owner, 'the owner of the pidfile, %s (set expected_user or unit when the master runs as ' \
+                              'another user)' % _proc.describe_user(pidfile_owner)
+
+
+def cgroup_paths(text):
+    """The paths systemd manages in the text of /proc/PID/cgroup: the unified (``0::``) and ``name=systemd`` ones."""
+    found = []
+    for line in (text or '').splitlines():
+        fields = line.strip().split(':', 2)
+        if len(fields) == 3 and ((fields[0] == '0' and fields[1] == '') or fields[1] == 'name=systemd'):
+            found.append(fields[2])
+    return found
+
+
+def in_control_group(cgroup_text, control_group):
+    """Whether a process whose /proc/PID/cgroup reads ``cgroup_text`` lies in ``control_group`` or below it.
+
+    Any one of its paths will do: on a cgroup v1 host the unified line reads ``0::/`` for every process. Only root
+    moves a process into another service's cgroup.
+    """
+    prefix = control_group.rstrip('/') + '/'
+    return any(path == control_group or path.startswith(prefix) for path in cgroup_paths(cgroup_text))
+
+
+def master_owners(master):
+    """read_pidfile's ``owners`` of a pidfile of the proven ``master``: its user or root; None when unknown."""
+    if master.uid is None:
+        return None
+    owners = {master.uid: "the gunicorn master's user, %s" % _proc.describe_user(master.uid)}
+    owners.setdefault(0, 'root')
+    return owners
+
+
+def identify_master(pidfile, proc_root=None, expected=None):
+    """The Master the pidfile names, proven from /proc; GunicornError saying what the PID really is.
+
+    ``expected`` (an Expected, by default one without options) says whom the pidfile may name. With a unit: the
+    unit's main process, or a new master an upgrade of it started (its child, exec'd with GUNICORN_PID naming it),
+    in the unit's cgroup. The master runs as the expected user, else as the unit's main process does, else as the
+    pidfile's owner; the pidfile belongs to that user or root. Messages name the pidfile, the process it names and
+    its user, and whom it should have named.
+    """
+    proc_root = proc_root or _proc.PROC
+    expected = expected or Expected()
+    unit = expected.unit_master(proc_root) if expected.unit else None
+    try:
+        pid, owner = _proc.read_pidfile_and_owner(pidfile, 'pidfile', not_running(pidfile),
+                                                  expected.pidfile_owners(unit))
     except _proc.PidfileError as exc:
         raise GunicornError(str(exc))
     info = _proc.read_process(pid, proc_root)
@@ -385,6 +539,16 @@ def identify_master(pidfile, proc_root=None):
     if not is_gunicorn_cmdline(info.cmdline):
         raise GunicornError('pidfile=%s names %s, which is not a gunicorn process'
                             % (pidfile, info.describe()))
+    running_as = _proc.process_owner(pid, proc_root)
+    if running_as is None:
+        raise GunicornError('pidfile=%s names pid %d, which exited while it was inspected' % (pidfile, pid))
+    required, whom = expected.master_user(unit, owner)
+    if running_as[0] != required:
+        raise GunicornError('pidfile=%s names %s, a gunicorn master running as %s, not as %s: another app\'s master, '
+                            'or a pidfile written by someone else'
+                            % (pidfile, info.describe(), _proc.describe_user(running_as[0]), whom))
+    if unit is not None:
+        check_unit(pidfile, info, unit, proc_root)
     master = inspect_master(pid, proc_root)
     if master is None:
         raise GunicornError('pidfile=%s names pid %d, which exited while it was inspected' % (pidfile, pid))
@@ -392,6 +556,8 @@ def identify_master(pidfile, proc_root=None):
     if (parent is not None and pid in parent.workers) or title_role(info.cmdline) == 'worker':
         raise GunicornError('pidfile=%s names %s, a gunicorn worker of master %d, not a master'
                             % (pidfile, info.describe(), info.ppid))
+    if unit is not None and pid != unit.main_pid and master.upgrading_from != unit.main_pid:
+        raise GunicornError(not_the_units(pidfile, info, unit, proc_root))
     declared = cmdline_pidfile(info.cmdline)
     if declared is not None:
         cwd = master_cwd(pid, proc_root) if not os.path.isabs(declared) else '/'
@@ -400,6 +566,27 @@ def identify_master(pidfile, proc_root=None):
             raise GunicornError('pidfile=%s names %s, a gunicorn master started with --pid %s: another instance'
                                 % (pidfile, info.describe(), declared))
     return master
+
+
+def check_unit(pidfile, info, unit, proc_root):
+    """GunicornError unless the process ``info`` may be ``unit``'s master: its main process or a child of it (a new
+    master; identify_master proves the rest), in its cgroup."""
+    if info.pid != unit.main_pid and info.ppid != unit.main_pid:
+        raise GunicornError(not_the_units(pidfile, info, unit, proc_root))
+    cgroup = _proc.read_cgroup(info.pid, proc_root)
+    if not in_control_group(cgroup, unit.control_group):
+        raise GunicornError('pidfile=%s names %s, which runs in cgroup %s, not in %s of unit=%s (MainPID %d)'
+                            % (pidfile, info.describe(), ', '.join(cgroup_paths(cgroup)) or 'unknown',
+                               unit.control_group, unit.unit, unit.main_pid))
+
+
+def not_the_units(pidfile, info, unit, proc_root):
+    owner = _proc.process_owner(info.pid, proc_root)
+    service = _systemd.unit_from_cgroup(_proc.read_cgroup(info.pid, proc_root))
+    return ('pidfile=%s names %s, a gunicorn master running as %s in %s, which is neither the main process of unit=%s '
+            '(MainPID %d) nor a new master that process started: another app\'s master'
+            % (pidfile, info.describe(), _proc.describe_user(owner[0]) if owner else 'an unknown user',
+               service or 'no system service', unit.unit, unit.main_pid))
 
 
 def master_cwd(pid, proc_root=None):
@@ -422,7 +609,9 @@ def hand_over_pidfile(path, pid):
     gunicorn writes it. A group that cannot be kept is left; an owner that cannot be kept
     is an error. Raises OSError naming what failed; nothing is left behind then.
     """
-    status = os.stat(path)
+    status = os.lstat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError(errno.EINVAL, '%s is %s, not a regular file' % (path, _file_kind(status.st_mode)))
     directory = os.path.dirname(path) or '.'
     handle, temporary = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
     try:
@@ -503,7 +692,8 @@ def find_pending_upgrade(master, pidfile, proc_root=None):
                             % (new.pid, new.describe(), old.pid))
     upgrade_pidfile = pidfile + '.2'
     try:
-        named = _proc.read_pidfile(upgrade_pidfile, 'upgrade pidfile', not_running(upgrade_pidfile))
+        named = _proc.read_pidfile(upgrade_pidfile, 'upgrade pidfile', not_running(upgrade_pidfile),
+                                   master_owners(old))
     except _proc.PidfileError as exc:
         raise GunicornError('new master %d runs beside master %d, but it cannot be proven to be this instance\'s: '
                             '%s' % (new.pid, old.pid, exc))
@@ -515,17 +705,18 @@ def find_pending_upgrade(master, pidfile, proc_root=None):
     return PendingUpgrade(old, new, master.pid, old_stopping)
 
 
-def stale_upgrade_pidfile(pidfile, proc_root=None):
+def stale_upgrade_pidfile(pidfile, proc_root=None, owners=None):
     """A message when ``<pidfile>.2`` names a live process that is not a gunicorn master, else None.
 
-    gunicorn's new master refuses to start when its pidfile names any live process.
+    gunicorn's new master refuses to start when its pidfile names any live process. ``owners``: read_pidfile's,
+    those the file may belong to (master_owners); one of anyone else names nothing.
     """
     proc_root = proc_root or _proc.PROC
     path = pidfile + '.2'
     if not os.path.exists(path):
         return None
     try:
-        pid = _proc.read_pidfile(path)
+        pid = _proc.read_pidfile(path, owners=owners)
     except (IOError, OSError, ValueError):
         return None
     info = _proc.read_process(pid, proc_root)

@@ -92,16 +92,23 @@ class Settings:
     """What a driver needs from the module: its options, the programs it may run, where its warnings go.
 
     ``systemctl`` and ``journalctl`` are paths, None when the program is missing (the systemd proof, or the journal
-    as the cause of a failure, is then skipped); ``warn(text)`` takes a warning for the task's result.
+    as the cause of a failure, is then skipped); ``warn(text)`` takes a warning for the task's result. ``expected``
+    (a _gunicorn.Expected) says whom the pidfile may name; its unit, when given, is the master's unit.
     """
 
-    def __init__(self, pidfile, timeout, poll_interval, systemctl=None, journalctl=None, warn=None):
+    def __init__(self, pidfile, timeout, poll_interval, systemctl=None, journalctl=None, warn=None, expected=None):
         self.pidfile = pidfile
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.systemctl = systemctl
         self.journalctl = journalctl
         self.warn = warn if warn is not None else (lambda text: None)
+        self.expected = expected if expected is not None else _gunicorn.Expected()
+
+    def unit_of(self, master):
+        """The system service the master runs in: the ``unit`` option, which identify_master proved, else the one its
+        cgroup names (None when none)."""
+        return self.expected.unit or service_of(master.pid)
 
 
 class Reload:
@@ -117,7 +124,7 @@ class Reload:
         self.old_workers = sorted(master.workers)
         self.signals = []
         self.log = _gunicorn.LogWatch(_gunicorn.written_files(master.pid))
-        self.systemd_unit = service_of(master.pid)
+        self.systemd_unit = settings.unit_of(master)
         self.journal = self.unit_journal() if not self.log.offsets else None
         self.listeners = _gunicorn.socket_inodes(master.pid)
         self.last = master
@@ -150,8 +157,9 @@ class Reload:
         return self.log.new_lines()
 
     def named_by(self, path):
-        """The PID the pidfile ``path`` names; _proc.PidfileError saying why none."""
-        return _proc.read_pidfile(path, 'pidfile', _gunicorn.not_running(path))
+        """The PID the pidfile ``path`` names; _proc.PidfileError saying why none, or that it belongs to neither the
+        proven master's user nor root."""
+        return _proc.read_pidfile(path, 'pidfile', _gunicorn.not_running(path), _gunicorn.master_owners(self.before))
 
     def failure_lines(self):
         """The log lines that explain a failure: the log files', or the unit journal's once it shows a cause."""
@@ -722,8 +730,10 @@ def _run(params, check_mode, settings, result):
 
     pending = refusal = None
     try:
-        master = _gunicorn.identify_master(pidfile)
-        describe_master(result, master, mode)
+        settings.expected = _gunicorn.Expected.from_options(params.get('unit'), params.get('expected_user'),
+                                                            settings.systemctl)
+        master = _gunicorn.identify_master(pidfile, expected=settings.expected)
+        describe_master(result, master, mode, settings)
         refusal = _gunicorn.pending_upgrade(master, pidfile)
         if refusal and params['pending_upgrade'] == 'fail':
             raise _gunicorn.GunicornError(refusal)
@@ -748,13 +758,13 @@ def _run(params, check_mode, settings, result):
     try:
         if pending is not None and not check_mode:
             # The master that serves now: the new one when the upgrade was finished, the old one when aborted.
-            master = _gunicorn.identify_master(pidfile)
-            describe_master(result, master, mode)
+            master = _gunicorn.identify_master(pidfile, expected=settings.expected)
+            describe_master(result, master, mode, settings)
             refusal = _gunicorn.pending_upgrade(master, pidfile)
             if refusal:
                 raise _gunicorn.GunicornError(refusal)
         if mode == 'upgrade' and not (pending is not None and check_mode):
-            stale = _gunicorn.stale_upgrade_pidfile(pidfile)
+            stale = _gunicorn.stale_upgrade_pidfile(pidfile, owners=_gunicorn.master_owners(master))
             if stale:
                 raise _gunicorn.GunicornError(stale)
         if not master.workers:
@@ -811,10 +821,10 @@ def _run(params, check_mode, settings, result):
         final.pid, len(final.workers), result['elapsed'] - settled[1]))
 
 
-def describe_master(result, master, mode):
+def describe_master(result, master, mode, settings):
     result.update(master_pid_before=master.pid, master_pid=master.pid, workers_before=sorted(master.workers))
     if mode == 'upgrade':
-        result.update(systemd_unit=service_of(master.pid), systemd_main_pid=None)
+        result.update(systemd_unit=settings.unit_of(master), systemd_main_pid=None)
 
 
 def settle_pending(pending, settings, check_mode, result):

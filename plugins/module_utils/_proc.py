@@ -14,6 +14,7 @@ __metaclass__ = type
 import errno
 import json
 import os
+import pwd
 import select
 import signal
 import stat
@@ -149,20 +150,31 @@ class PidfileError(Exception):
     """read_pidfile given the option that named the pidfile: no PID from it; the message starts with ``option=path``."""
 
 
-def read_pidfile(path, option=None, missing=None):
+def read_pidfile(path, option=None, missing=None, owners=None):
     """The PID named by a pidfile; ValueError with the reason when it names none, OSError when it cannot be opened.
 
     Given ``option`` (the module option that named ``path``), PidfileError for either instead, whose message names
     ``option=path`` and the reason; ``missing`` says, in the message for a pidfile that does not exist, what that
-    may mean (the server not running).
+    may mean (the server not running). ``owners``, when given, are the only owners the file may have: uids, or
+    {uid: words naming that owner} for the message (see read_pidfile_and_owner).
 
     The pidfile's directory may belong to the application's user, who can put anything in its place: it is opened
     without following a symlink and without blocking (a FIFO blocks its reader until a writer comes), read only when
     it is a regular file, and what it holds is never shown (it could be another file's content).
     """
+    return read_pidfile_and_owner(path, option, missing, owners)[0]
+
+
+def read_pidfile_and_owner(path, option=None, missing=None, owners=None):
+    """(PID, uid of the file's owner) of a pidfile, both from one open descriptor; errors as read_pidfile's.
+
+    With ``owners`` (uids, or {uid: words naming that owner}), a file owned by anyone else is refused before it is
+    read: ValueError (PidfileError given ``option``) naming its owner and the owners it may have. A pidfile anyone
+    else may write can name any process.
+    """
     if option is not None:
         try:
-            return read_pidfile(path)
+            return read_pidfile_and_owner(path, owners=owners)
         except (IOError, OSError) as exc:
             raise PidfileError('%s=%s %s' % (option, path, _unreadable(exc, missing)))
         except ValueError as exc:
@@ -179,11 +191,14 @@ def read_pidfile(path, option=None, missing=None):
     except NotRegularFile as exc:
         raise not_regular(exc.mode)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise not_regular(mode)
+        if not stat.S_ISREG(status.st_mode):
+            raise not_regular(status.st_mode)
+        if owners is not None and status.st_uid not in owners:
+            raise ValueError('it is owned by %s, not by %s; it was not read'
+                             % (describe_user(status.st_uid), _owner_words(owners)))
         content = os.read(fd, 64).strip()
     finally:
         os.close(fd)
@@ -191,7 +206,25 @@ def read_pidfile(path, option=None, missing=None):
         raise ValueError('it is empty')
     if not content.isdigit() or int(content) <= 0:
         raise ValueError('it does not hold a PID (not a positive decimal number; its content is not shown)')
-    return int(content)
+    return int(content), status.st_uid
+
+
+def _owner_words(owners):
+    """'alice (uid 1000) or root' from read_pidfile's ``owners``."""
+    if not isinstance(owners, dict):
+        owners = dict((uid, describe_user(uid)) for uid in owners)
+    # root last: the owner a reader looks for comes first.
+    return ' or '.join(owners[uid] for uid in sorted(owners, key=lambda uid: (uid == 0, uid)))
+
+
+def describe_user(uid):
+    """'alice (uid 1000)', 'root', or 'uid 1000' for a uid without a name."""
+    if uid == 0:
+        return 'root'
+    try:
+        return '%s (uid %d)' % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return 'uid %d' % uid
 
 
 def _unreadable(exc, missing):

@@ -16,7 +16,11 @@ description:
   - Reads the master's pidfile and C(/proc) (never the application, never a signal). It reports the master,
     its workers with their age and whether they booted, the state of an upgrade (a new master started by
     C(USR2) that is not promoted yet), and the gunicorn version the master imports.
-  - Fails, naming the pidfile, when it does not lead to a live gunicorn master.
+  - Fails, naming the pidfile, when it does not lead to a live gunicorn master, or to one that O(unit) or
+    O(expected_user) does not allow. The master is identified as M(graceful.wsgi.gunicorn_reload) identifies it.
+    With O(unit) it must be the unit's main process (C(MainPID)), or the new master of an upgrade of it, and run in
+    the unit's cgroup. It must run as O(expected_user) when given, otherwise as the unit's main process does, and
+    without O(unit) as the user who owns the pidfile. The pidfile must belong to that user or root.
 author:
   - graceful.wsgi maintainers (@graceful-wsgi)
 extends_documentation_fragment:
@@ -29,6 +33,16 @@ options:
       - The master's pidfile (gunicorn's C(--pid)). C(<pidfile>.2) is read as well.
     type: path
     required: true
+  unit:
+    description:
+      - The systemd service the master runs in, with or without C(.service); see M(graceful.wsgi.gunicorn_reload).
+        Needs C(systemctl) on the host.
+    type: str
+  expected_user:
+    description:
+      - The user (a name or a uid) the master runs as. Without it, the user of the unit's main process with
+        O(unit), else the user who owns O(pidfile).
+    type: str
 notes:
   - A worker counts as booted once it has touched its heartbeat file, which gunicorn workers do only after
     loading the application; see M(graceful.wsgi.gunicorn_reload).
@@ -43,6 +57,7 @@ EXAMPLES = r'''
 - name: Read the state of the app's gunicorn
   graceful.wsgi.gunicorn_info:
     pidfile: /run/myapp/gunicorn.pid
+    unit: myapp
   register: myapp_gunicorn
 
 - name: Refuse to go on while an upgrade is half done
@@ -117,7 +132,8 @@ upgrade:
       description: PID named by C(<pidfile>.2), or null.
       type: int
     pidfile_stale:
-      description: Whether C(<pidfile>.2) exists but names no new master of this one.
+      description: Whether C(<pidfile>.2) exists but names no new master of this one, or belongs to neither the
+        master's user nor root (then it is not read).
       type: bool
     new_master_pid:
       description: PID of the new master, or null.
@@ -146,12 +162,14 @@ def describe_workers(master):
 
 
 def upgrade_state(master, pidfile):
+    """What the proven ``master`` and ``<pidfile>.2`` say of an upgrade; a .2 of anyone but the master's user or
+    root is stale, and not read."""
     path = pidfile + '.2'
     state = dict(pending=False, pidfile=path, pidfile_present=os.path.exists(path), pidfile_pid=None,
                  pidfile_stale=False, new_master_pid=None, new_workers=[], upgrading_from=master.upgrading_from)
     if state['pidfile_present']:
         try:
-            state['pidfile_pid'] = _proc.read_pidfile(path)
+            state['pidfile_pid'] = _proc.read_pidfile(path, owners=_gunicorn.master_owners(master))
         except (IOError, OSError, ValueError):
             state['pidfile_stale'] = True
     if master.upgrade_children:
@@ -165,12 +183,18 @@ def upgrade_state(master, pidfile):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(pidfile=dict(type='path', required=True)),
+        argument_spec=dict(
+            pidfile=dict(type='path', required=True),
+            unit=dict(type='str'),
+            expected_user=dict(type='str'),
+        ),
         supports_check_mode=True,
     )
     pidfile = module.params['pidfile']
     try:
-        master = _gunicorn.identify_master(pidfile)
+        expected = _gunicorn.Expected.from_options(module.params['unit'], module.params['expected_user'],
+                                                   module.get_bin_path('systemctl'))
+        master = _gunicorn.identify_master(pidfile, expected=expected)
         # Each of these may read /proc as the master's owner, which can fail (GunicornError) like the above.
         found = dict(version=_gunicorn.find_version(master), log_files=_gunicorn.written_files(master.pid),
                      upgrade=upgrade_state(master, pidfile))

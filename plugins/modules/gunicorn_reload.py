@@ -61,6 +61,14 @@ description:
     the old master, exec'd with C(GUNICORN_PID) naming it, and C(<pidfile>.2) must name it. Otherwise the task
     fails and nothing is signalled. Each signal goes only to a master whose PID still has the start time it had
     when it was proven.
+  - Whom the pidfile may name. The directory of the pidfile usually belongs to the application's user, who can
+    write any PID into it, such as the master of another application. With O(unit) the master must be the main
+    process systemd reports for that unit (C(MainPID)), or the new master of an upgrade of it (its child, started
+    by C(USR2)), and it must run in the unit's cgroup. The master must run as O(expected_user) when it is given;
+    otherwise as the unit's main process does, and without O(unit) as the user who owns the pidfile. The pidfile
+    must belong to that user or to root, and one that does not is not read. Otherwise the task
+    fails, naming the pidfile, the process it names, the user that process runs as and whom it should have named,
+    and nothing is signalled. Only O(unit) tells apart two applications run by the same user.
 author:
   - graceful.wsgi maintainers (@graceful-wsgi)
 extends_documentation_fragment:
@@ -99,6 +107,21 @@ options:
     type: str
     choices: [hup, upgrade, none]
     default: hup
+  unit:
+    description:
+      - The systemd service the master runs in, with or without C(.service), for example V(myapp). The master is
+        then the one systemd knows, not merely a gunicorn process. The pidfile must name the unit's C(MainPID) (or
+        the new master of an upgrade it started) and that process must run in the unit's cgroup. Recommended
+        whenever gunicorn runs under systemd; the collection's gunicorn role sets it.
+      - Needs C(systemctl) on the host; each identification asks C(systemctl show) once (within 30 seconds).
+      - Only ASCII letters, digits, a backslash and the characters C(:_.@-) are allowed, and no leading C(-).
+    type: str
+  expected_user:
+    description:
+      - The user (a name or a uid) the master runs as. Without it, the user of the unit's main process with
+        O(unit), else the user who owns O(pidfile).
+      - Give it when the pidfile belongs to root, or with O(unit) to require a user as well.
+    type: str
   pending_upgrade:
     description:
       - What to do when an upgrade is pending, started by C(USR2) and neither finished nor aborted (an earlier run
@@ -168,6 +191,12 @@ EXAMPLES = r'''
     pidfile: /run/myapp/gunicorn.pid
     mode: upgrade
     timeout: 120
+
+- name: Deploy new code to the master of the systemd unit myapp.service, and only to it
+  graceful.wsgi.gunicorn_reload:
+    pidfile: /run/myapp/gunicorn.pid
+    unit: myapp
+    mode: upgrade
 
 - name: Reload the configuration only (the code must be able to boot, or gunicorn halts)
   graceful.wsgi.gunicorn_reload:
@@ -309,6 +338,8 @@ def main():
         argument_spec=dict(
             pidfile=dict(type='path', required=True),
             mode=dict(type='str', default='hup', choices=['hup', 'upgrade', 'none']),
+            unit=dict(type='str'),
+            expected_user=dict(type='str'),
             pending_upgrade=dict(type='str', default='fail', choices=['fail', 'settle']),
             wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=300),

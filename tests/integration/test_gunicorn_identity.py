@@ -6,6 +6,7 @@ No case may signal anything: each checks afterwards that the processes involved 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -14,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gunicorn_instance import GunicornInstance
 from tests.support.process import poll_until
+from tests.support.server_venvs import GUNICORN_LOCKS
 
 # The module's budget for refusing bad input, measured around the task inside the play.
 BAD_INPUT_SECONDS = 2.0
+# The other app's user: owns its run directory and its pidfile, as an app's user owns /run/<app>.
+OTHER_USER = 65534
 
 
 def assert_refused_quickly(run: dict, *fragments: str) -> None:
@@ -182,3 +187,102 @@ def test_as_another_user_the_master_cannot_be_proven(ansible, gunicorn):
     assert_refused_quickly(outcomes[0], f"cannot read /proc/{master}/fd: permission denied")
     assert_refused_quickly(outcomes[1], f"pidfile={gunicorn.pidfile} cannot be read: permission denied")
     assert_untouched(gunicorn, master, workers)
+
+
+class ConfiguredGunicorn(GunicornInstance):
+    """A gunicorn started as the gunicorn role starts it, ``-c`` a configuration file that sets its pidfile: its
+    command line names no pidfile, so no ``--pid`` tells its pidfile from another app's."""
+
+    def command(self) -> list[str]:
+        settings = {
+            "bind": [f"127.0.0.1:{self.port}"], "workers": self.workers, "worker_class": "gthread",
+            "threads": self.threads, "pidfile": str(self.pidfile), "chdir": str(self.workdir),
+            "graceful_timeout": self.graceful_timeout, "timeout": 60, "errorlog": str(self.log_path),
+            "loglevel": "info",
+        }
+        if self.control_socket is not None:
+            settings["control_socket"] = str(self.control_socket)
+        config = self.workdir / "gunicorn.conf.py"
+        config.write_text("".join(f"{name} = {value!r}\n" for name, value in settings.items()))
+        return [str(self.gunicorn_bin), "-c", str(config), "app:application"]
+
+
+@pytest.fixture(params=tuple(GUNICORN_LOCKS), ids=lambda version: f"gunicorn-{version}")
+def other_app(request, gunicorn_bins, tmp_path):
+    """Another app's gunicorn master (root's, started from a configuration file), the one a lying pidfile names."""
+    instance = ConfiguredGunicorn(tmp_path / "other-app", gunicorn_bins[request.param], workers=2, threads=1,
+                                  import_delay=0.0)
+    instance.start()
+    try:
+        assert "--pid" not in Path(f"/proc/{instance.master_pid()}/cmdline").read_bytes().decode().split("\0")
+        yield instance
+    finally:
+        instance.stop()
+
+
+def app_pidfile(directory: Path, pid: int, owner: int) -> Path:
+    """This app's pidfile, in its run directory, both ``owner``'s, naming ``pid``: what the app's user can write."""
+    directory.mkdir()
+    os.chown(directory, owner, owner)
+    pidfile = directory / "gunicorn.pid"
+    pidfile.write_text(f"{pid}\n")
+    os.chown(pidfile, owner, owner)
+    return pidfile
+
+
+def test_a_pidfile_naming_another_apps_master_is_refused_naming_both(ansible, other_app, tmp_path):
+    """This app's user wrote the PID of another app's master into this app's pidfile.
+
+    Protected: the other master, its workers and its pidfile; nothing is signalled, whichever mode, and gunicorn_info
+    reports nothing of the other app. State left: all as before.
+    """
+    victim = other_app.master_pid()
+    victim_workers = other_app.worker_pids(victim)
+    user = pwd.getpwuid(OTHER_USER).pw_name
+    pidfile = app_pidfile(tmp_path / "this-app-run", victim, OTHER_USER)
+    # A root-owned pidfile naming it, as a stale one of a root master whose PID was reused: expected_user decides.
+    root_pidfile = tmp_path / "root.pid"
+    root_pidfile.write_text(f"{victim}\n")
+    outcomes = ansible.run_tasks([
+        {"graceful.wsgi.gunicorn_reload": {"pidfile": str(pidfile), "mode": "hup"}},
+        {"graceful.wsgi.gunicorn_reload": {"pidfile": str(pidfile), "mode": "upgrade", "pending_upgrade": "settle"}},
+        {"graceful.wsgi.gunicorn_info": {"pidfile": str(pidfile)}},
+        {"graceful.wsgi.gunicorn_reload": {"pidfile": str(root_pidfile), "mode": "hup", "expected_user": user}},
+    ])
+    named = f"pidfile={pidfile} names pid {victim} ("
+    by_owner = f"a gunicorn master running as root, not as the owner of the pidfile, {user} (uid {OTHER_USER})"
+    for outcome in outcomes[:2]:
+        assert_refused_quickly(outcome, named, f"{other_app.gunicorn_bin} -c ", by_owner, "another app's master")
+        assert outcome["signals"] == [] and not outcome["changed"]
+    info = outcomes[2]
+    assert info.get("failed") and named in info["msg"] and by_owner in info["msg"], info
+    assert "master_pid" not in info and "workers" not in info
+    assert_refused_quickly(outcomes[3], f"pidfile={root_pidfile} names pid {victim} (",
+                           f"a gunicorn master running as root, not as expected_user={user} (uid {OTHER_USER})")
+    assert other_app.master_pid() == victim and other_app.process_alive(victim)
+    assert other_app.worker_pids(victim) == victim_workers, "the other app's workers were replaced"
+    assert not other_app.upgrade_children(victim)
+    assert pidfile.read_text() == f"{victim}\n" and not Path(f"{pidfile}.2").exists()
+
+
+def test_a_pidfile_of_neither_the_masters_user_nor_root_is_not_read(ansible, other_app, tmp_path):
+    """The master runs as root (expected_user); a pidfile that another user wrote, naming it, is refused unread.
+
+    Protected: the master and its workers, not signalled. State left: as before.
+    """
+    master = other_app.master_pid()
+    workers = other_app.worker_pids(master)
+    user = pwd.getpwuid(OTHER_USER).pw_name
+    pidfile = app_pidfile(tmp_path / "run", master, OTHER_USER)
+    run = ansible.run_module("gunicorn_reload", {"pidfile": str(pidfile), "mode": "hup", "expected_user": "root"})
+    assert_refused_quickly(run, f"pidfile={pidfile}: it is owned by {user} (uid {OTHER_USER}), not by "
+                                f"expected_user=root (uid 0); it was not read")
+    assert f"pid {master}" not in run["msg"]
+    assert_untouched(other_app, master, workers)
+    # The same pidfile given to root names the master it is proven to be.
+    os.chown(pidfile, 0, 0)
+    check = ansible.run_module("gunicorn_reload", {"pidfile": str(pidfile), "mode": "hup", "expected_user": "root"},
+                               check=True)
+    assert not check.get("failed"), check["msg"]
+    assert check["msg"].startswith(f"would send HUP to gunicorn master {master}")
+    assert_untouched(other_app, master, workers)

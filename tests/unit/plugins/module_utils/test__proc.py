@@ -135,6 +135,48 @@ def test_read_pidfile_given_its_option_names_option_and_path(tmp_path):
     assert _proc.read_pidfile(str(empty), 'pidfile') == 1234
 
 
+def test_read_pidfile_and_owner_gives_the_owner_of_the_file_it_read(tmp_path):
+    path = tmp_path / 'app.pid'
+    path.write_text('1234\n')
+    assert _proc.read_pidfile_and_owner(str(path)) == (1234, os.geteuid())
+    assert _proc.read_pidfile_and_owner(str(path), owners=[os.geteuid()]) == (1234, os.geteuid())
+
+
+def test_read_pidfile_refuses_an_owner_it_was_not_given_without_reading_it(tmp_path, monkeypatch):
+    path = tmp_path / 'app.pid'
+    path.write_text('root:$y$j9T$secret:19000:0:99999:7:::\n')
+    others = os.geteuid() + 1000, os.geteuid() + 1001
+    read = []
+    real_read = os.read
+    monkeypatch.setattr(os, 'read', lambda fd, size: read.append(fd) or real_read(fd, size))
+    with pytest.raises(ValueError) as caught:
+        _proc.read_pidfile(str(path), owners=others)
+    assert str(caught.value) == 'it is owned by %s, not by %s or %s; it was not read' % tuple(
+        _proc.describe_user(uid) for uid in (os.geteuid(),) + others)
+    with pytest.raises(_proc.PidfileError) as caught:
+        _proc.read_pidfile(str(path), 'pidfile', owners={others[0]: 'expected_user=app (uid %d)' % others[0]})
+    expected = 'pidfile=%s: it is owned by %s, not by expected_user=app (uid %d); it was not read' % (
+        path, _proc.describe_user(os.geteuid()), others[0])
+    assert str(caught.value) == expected and 'secret' not in str(caught.value)
+    assert read == [], 'a pidfile of another owner is never read'
+
+
+@pytest.mark.timeout(5)
+def test_read_pidfile_with_owners_refuses_a_fifo_at_once(tmp_path):
+    path = tmp_path / 'app.pid'
+    os.mkfifo(str(path), 0o600)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match='^it is a FIFO, not a regular file$'):
+        _proc.read_pidfile(str(path), owners=[0, os.geteuid()])
+    assert time.monotonic() - started < 1.0
+
+
+def test_describe_user():
+    assert _proc.describe_user(0) == 'root'
+    assert _proc.describe_user(65534) in ('nobody (uid 65534)', 'uid 65534')
+    assert _proc.describe_user(4294967294) == 'uid 4294967294'
+
+
 def test_every_reader_looks_under_PROC_when_given_no_root(tmp_path, monkeypatch):
     make_proc(tmp_path, 10, 'gunicorn', 'S', 1, ['gunicorn'])
     fields = ['S', '1'] + ['0'] * 17 + ['50000'] + ['0'] * 10

@@ -27,8 +27,8 @@ def gunicorn(tmp_path, monkeypatch):
     return fake
 
 
-def run(fake):
-    with set_module_args(dict(pidfile=str(fake.pidfile))):
+def run(fake, **args):
+    with set_module_args(dict(pidfile=str(fake.pidfile), **args)):
         with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as caught:
             gunicorn_info.main()
     return caught.value.args[0], isinstance(caught.value, AnsibleFailJson)
@@ -73,7 +73,7 @@ def test_fails_naming_the_pidfile_when_it_is_stale(gunicorn):
 
 def test_root_without_cap_sys_ptrace_reads_each_process_as_its_owner(gunicorn, monkeypatch):
     no_ptrace = NoPtrace(monkeypatch, gunicorn.proc, owner=(1000, 1001, True))
-    result, failed = run(gunicorn)
+    result, failed = run(gunicorn, expected_user='1000')  # the fake's pidfile is root's
     assert not failed, result['msg']
     assert [w['pid'] for w in result['workers']] == sorted(gunicorn.workers_of(100))
     assert result['workers_booted'] == 3 and result['log_files'] == [str(gunicorn.log)]
@@ -85,7 +85,7 @@ def test_root_without_cap_sys_ptrace_reads_each_process_as_its_owner(gunicorn, m
 
 def test_another_user_denied_the_descriptors_keeps_the_message(gunicorn, monkeypatch):
     no_ptrace = NoPtrace(monkeypatch, gunicorn.proc, euid=1000)
-    result, failed = run(gunicorn)
+    result, failed = run(gunicorn, expected_user='1000')
     assert failed and result['msg'] == ('cannot read %s/100/fd: permission denied; run the module as the user '
                                         'gunicorn runs as, or as root' % gunicorn.proc)
     assert no_ptrace.owner_reads == []

@@ -356,9 +356,15 @@ def test_upgrade_without_wait_hands_the_pidfile_over_too(gunicorn):
     assert gunicorn.pidfile_at_kill[-1][2] == str(result['master_pid']) != '100'
 
 
+def runs_as(monkeypatch, uid, gid):
+    """Every process of the fake runs as uid:gid (the fake /proc is the test user's)."""
+    monkeypatch.setattr(_proc, 'process_owner', lambda pid, proc_root=None: (uid, gid, True))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another owner needs root')
-def test_the_handed_over_pidfile_keeps_the_owner_and_group_of_the_old_one(gunicorn):
+def test_the_handed_over_pidfile_keeps_the_owner_and_group_of_the_old_one(gunicorn, monkeypatch):
     os.chown(str(gunicorn.pidfile), 4321, 4322)
+    runs_as(monkeypatch, 4321, 4322)
     result, failed = run(gunicorn, mode='upgrade')
     assert not failed, result['msg']
     status = os.stat(str(gunicorn.pidfile))
@@ -379,6 +385,7 @@ def test_a_group_that_cannot_be_kept_does_not_stop_the_handover(gunicorn, monkey
 @pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another owner needs root')
 def test_an_owner_that_cannot_be_kept_aborts_the_upgrade(gunicorn, monkeypatch):
     os.chown(str(gunicorn.pidfile), 4321, 4322)
+    runs_as(monkeypatch, 4321, 4322)
     monkeypatch.setattr(os, 'fchown', refuse_fchown)
     result, failed = run(gunicorn, mode='upgrade')
     assert failed
@@ -613,10 +620,11 @@ def tmp_path_of(fake):
 
 
 # ---------------------------------------------------------------- root without CAP_SYS_PTRACE
+# The masters run as NoPtrace's owner, uid 1000, and the fake's pidfile is root's: expected_user names that user.
 
 def test_hup_as_root_without_cap_sys_ptrace_reads_as_the_owner(gunicorn, monkeypatch):
     no_ptrace = NoPtrace(monkeypatch, gunicorn.proc, owner=(1000, 1001, True))
-    result, failed = run(gunicorn)
+    result, failed = run(gunicorn, expected_user='1000')
     assert not failed, result['msg']
     assert 'hup complete' in result['msg'] and len(result['workers_after']) == 3
     assert no_ptrace.owner_reads and set(no_ptrace.owner_reads) == {(1000, 1001, _proc.OWNER_READ_SECONDS)}
@@ -624,7 +632,7 @@ def test_hup_as_root_without_cap_sys_ptrace_reads_as_the_owner(gunicorn, monkeyp
 
 def test_upgrade_as_root_without_cap_sys_ptrace_reads_as_the_owner(gunicorn, monkeypatch):
     NoPtrace(monkeypatch, gunicorn.proc)
-    result, failed = run(gunicorn, mode='upgrade')
+    result, failed = run(gunicorn, mode='upgrade', expected_user='1000')
     assert not failed, result['msg']
     assert signals(gunicorn) == [(100, 'SIGUSR2'), (100, 'SIGTERM')]
     assert gunicorn.pidfile.read_text().strip() == str(result['master_pid']) != '100'
@@ -633,7 +641,7 @@ def test_upgrade_as_root_without_cap_sys_ptrace_reads_as_the_owner(gunicorn, mon
 def test_a_broken_release_as_root_without_cap_sys_ptrace_is_explained_from_the_log(tmp_path, monkeypatch):
     fake = make_fake(tmp_path, monkeypatch, broken=True)
     NoPtrace(monkeypatch, fake.proc)
-    result, failed = run(fake)
+    result, failed = run(fake, expected_user='1000')
     assert failed and 'the service is DOWN' in result['msg']
     assert 'RuntimeError: release 2 is broken' in result['msg'] and result['exit_code'] == 3
 
@@ -641,7 +649,7 @@ def test_a_broken_release_as_root_without_cap_sys_ptrace_is_explained_from_the_l
 def test_root_whose_read_as_the_owner_fails_signals_nothing(gunicorn, monkeypatch):
     no_ptrace = NoPtrace(monkeypatch, gunicorn.proc)
     no_ptrace.failure = 'gave no answer within 5 s (the reading process was killed)'
-    result, failed = run(gunicorn)
+    result, failed = run(gunicorn, expected_user='1000')
     assert failed and not result['changed'] and gunicorn.kills == []
     assert result['msg'] == ('cannot read environ and fd of pid 100: root may not without CAP_SYS_PTRACE (Permission '
                              'denied), and reading it as its owner (uid 1000, gid 1000) gave no answer within 5 s (the '
