@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import pwd
 import re
 import time
 
@@ -28,7 +29,9 @@ from ansible_collections.graceful.wsgi.plugins.module_utils import _fastrouter
 from ansible_collections.graceful.wsgi.plugins.module_utils import _lock
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import ReloadFailed
 
-LOCK_DIRS = ('/run/lock', '/var/lock', '/tmp')
+# Where the lock of a run lives: a directory only the module's user may enter (see lock_directory).
+ROOT_LOCK_DIR = '/run/graceful-wsgi'
+USER_LOCK_DIRS = ('/run/user/{uid}/graceful-wsgi', '{home}/.graceful-wsgi')
 
 RELOADED = 'reloaded'
 TIMEOUT = 'timeout'
@@ -259,9 +262,41 @@ def lock_name(emperor_dir_realpath):
 
 # ---------------------------------------------------------------- the run
 
-def lock_path(emperor_dir):
-    directory = next((d for d in LOCK_DIRS if os.path.isdir(d) and os.access(d, os.W_OK)), LOCK_DIRS[-1])
-    return os.path.join(directory, lock_name(os.path.realpath(emperor_dir)))
+def lock_directories(uid=None):
+    """Where the lock may live for the user ``uid`` (the module's), most preferred first.
+
+    Root: /run/graceful-wsgi, which only root can create (/run is root's, 0755), unlike a name in /run/lock or /tmp
+    that any user could take first to deny every run. Another user: its runtime directory /run/user/UID (systemd's,
+    the user's own, 0700), else its home; its lock then keeps out only runs of the same user.
+    """
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return (ROOT_LOCK_DIR,)
+    try:
+        home = pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        home = None
+    return tuple(template.format(uid=uid, home=home) for template in USER_LOCK_DIRS
+                 if home or '{home}' not in template)
+
+
+def lock_directory(create=True):
+    """The private directory of the lock (see _lock.private_directory), created when missing and ``create``.
+
+    The first candidate whose parent exists is the one: a candidate found wrong (another owner, a wider mode, a
+    symlink) fails the run rather than sending it to another directory, where it would not keep out the runs
+    that use the right one.
+    """
+    candidates = lock_directories()
+    for directory in candidates:
+        if os.path.isdir(os.path.dirname(directory)):
+            return _lock.private_directory(directory, create) or directory
+    raise _lock.LockError('no directory for the lock: none of %s has a parent directory (run the module as root)'
+                          % ', '.join(candidates))
+
+
+def lock_path(emperor_dir, create=True):
+    return os.path.join(lock_directory(create), lock_name(os.path.realpath(emperor_dir)))
 
 
 def vassal_result(fleet, vassal, before, after):
@@ -311,7 +346,10 @@ def run(params, check_mode):
                            'Give each vassal its own config file.'
                            % (fleet.emperor_dir, '; '.join(' and '.join(group) for group in clash)))
 
-    path = lock_path(fleet.emperor_dir)
+    try:
+        path = lock_path(fleet.emperor_dir, create=not check_mode)
+    except _lock.LockError as exc:
+        raise ReloadFailed(str(exc))
     holder = {'pid': os.getpid(), 'started_at': round(time.time(), 3), 'emperor_dir': fleet.emperor_dir}
 
     def refuse_held(held):

@@ -423,6 +423,63 @@ def unsettled_entries(entries):
 # ---------------------------------------------------------------- process locks (flock)
 # A lock held for the life of one module run: the kernel drops it when the process ends, however it ends,
 # so it never needs breaking. The file keeps the holder's facts for the message of a refused run.
+# Its file lives in a directory only this user may enter (private_directory): in a directory every user may write
+# to (/run/lock, /tmp) anyone could take its predictable name first and deny every run.
+
+PRIVATE_MODE = 0o700
+
+
+def private_directory(path, create=True):
+    """``path`` once it is a directory of this user's that no one else may enter (mode 0700), created so if it is
+    missing and ``create``; None when it is missing and not ``create`` (check mode).
+
+    Its parent must be a directory of root's or this user's that no one else may write to: otherwise someone else
+    could have made ``path`` (or could move it away) first. LockError names the path and what is wrong; nothing
+    found there is changed (a directory of the wrong owner or mode is somebody's doing, to be looked at).
+    """
+    parent = os.path.dirname(path.rstrip('/')) or '/'
+    euid = os.geteuid()
+    try:
+        status = os.stat(parent)
+    except OSError as exc:
+        raise LockError('lock directory %s: its parent %s cannot be used: %s' % (path, parent, exc.strerror or exc))
+    if not stat.S_ISDIR(status.st_mode):
+        raise LockError('lock directory %s: its parent %s is not a directory' % (path, parent))
+    if status.st_uid not in (0, euid) or status.st_mode & 0o022:
+        raise LockError('lock directory %s: its parent %s is owned by uid %d with mode %04o: other users may create '
+                        'or move names in it' % (path, parent, status.st_uid, stat.S_IMODE(status.st_mode)))
+    if create:
+        try:
+            os.mkdir(path, PRIVATE_MODE)
+            # The umask may have taken bits away; the parent lets no one else replace it meanwhile.
+            os.chmod(path, PRIVATE_MODE)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise LockError('lock directory %s: cannot be created: %s' % (path, exc.strerror or exc))
+    try:
+        status = os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and not create:
+            return None
+        raise LockError('lock directory %s: %s' % (path, exc.strerror or exc))
+    problem = _not_private(status, euid)
+    if problem:
+        raise LockError('lock directory %s: %s; not used, and left as it is' % (path, problem))
+    return path
+
+
+def _not_private(status, euid):
+    """What keeps a directory with this lstat from being this user's private one, or None."""
+    if stat.S_ISLNK(status.st_mode):
+        return 'is a symbolic link, never followed'
+    if not stat.S_ISDIR(status.st_mode):
+        return 'is %s, not a directory' % ('a regular file' if stat.S_ISREG(status.st_mode) else _file_kind(status.st_mode))
+    if status.st_uid != euid:
+        return 'is owned by uid %d, not by uid %d that runs the module' % (status.st_uid, euid)
+    if stat.S_IMODE(status.st_mode) & 0o077:
+        return 'has mode %04o: other users may enter it (expected %04o)' % (stat.S_IMODE(status.st_mode), PRIVATE_MODE)
+    return None
+
 
 def flock_acquire(path, content):
     """An open descriptor holding an exclusive flock on ``path``; LockHeld naming the holder if another has it."""

@@ -15,7 +15,16 @@ Facts relied on (uWSGI 2.0, core/master_utils.c and core/master.c):
 * a worker receiving SIGHUP finishes its requests and exits; the master
   respawns it (with lazy-apps the new worker imports the code afresh);
 * the master FIFO executes one command per byte; opening it for writing
-  without a reader fails with ENXIO instead of blocking when O_NONBLOCK is set.
+  without a reader fails with ENXIO instead of blocking when O_NONBLOCK is set;
+  the master unlinks and recreates it (mkfifo, so owned by the master's user, one
+  link) after every writer closes it;
+* the master binds and listens on its stats socket itself, in its main loop (after
+  it took its configured user): the peer credentials of a connection to it are the
+  master's pid and uid, and the socket file is owned by that uid, with one link.
+
+The control paths usually sit in the instance's runtime directory, which belongs to
+the instance's (unprivileged) user: anything found there is checked on what was
+opened (the descriptor, or the connected peer) before root acts on it or trusts it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,9 +34,11 @@ __metaclass__ = type
 import errno
 import json
 import os
+import pwd
 import re
 import socket
 import stat
+import struct
 import time
 
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline
@@ -62,6 +73,53 @@ class UwsgiError(Exception):
     """A failure to reach or drive the instance; the message names the option and path."""
 
 
+class NotReady(UwsgiError):
+    """The master FIFO is missing or has no reader for now: the master recreates it after every writer closes it,
+    so another try a moment later may succeed. Every other UwsgiError is final."""
+
+
+class ServiceUser(object):
+    """The user whose control files root trusts besides its own, and how the module knows it (for messages).
+
+    A FIFO or touch file of anyone else in the instance's directory was put there by someone who is neither the
+    instance nor root: root writes nothing to it and touches nothing through it.
+    """
+
+    def __init__(self, uid, source):
+        self.uid = uid
+        self.source = source
+
+    def allows(self, uid):
+        return uid == 0 or uid == self.uid
+
+    def describe(self):
+        return '%s (%s)' % (describe_uid(self.uid), self.source)
+
+
+def describe_uid(uid):
+    """'root', 'nobody (uid 65534)' or 'uid 4321' for a uid without a name."""
+    if uid == 0:
+        return 'root'
+    try:
+        return '%s (uid %d)' % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return 'uid %d' % uid
+
+
+def ownership_problem(status, service):
+    """Why a control file with this (l)stat may not be trusted as the instance's, or None.
+
+    Its owner must be root or the service's user; and it must have no other name: uWSGI creates its FIFO and its
+    stats socket afresh, and a hard link is how a file of someone else's would get into the instance's directory.
+    """
+    if not service.allows(status.st_uid):
+        return 'owned by %s, %s %s' % (describe_uid(status.st_uid), 'not by' if service.uid == 0 else 'neither root nor',
+                                       service.describe())
+    if status.st_nlink != 1:
+        return 'has %d hard links (a control file has one name; this one also has another elsewhere)' % status.st_nlink
+    return None
+
+
 # ---------------------------------------------------------------- stats server
 
 def parse_stats_address(value):
@@ -85,18 +143,41 @@ def socket_target(address):
     return (socket.AF_INET6 if ':' in address[1] else socket.AF_INET), (address[1], address[2])
 
 
+class Peer(object):
+    """Who serves a unix socket, as the kernel says (SO_PEERCRED): what listen() recorded, not what it answers."""
+
+    def __init__(self, pid, uid, gid):
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+
+    def describe(self):
+        return 'pid %d of %s' % (self.pid, describe_uid(self.uid))
+
+
 def read_json_document(address, timeout=2.0, label=None, clock=time.monotonic):
     """The one JSON object a uWSGI stats server (instance, Emperor or router) sends before closing.
 
-    ``timeout`` bounds the whole exchange, connect included.
+    ``timeout`` bounds the whole exchange, connect included. A unix socket is checked first and its server after
+    the connect (see check_stats_socket and check_peer).
     """
+    return fetch_json_document(address, timeout, label, clock)[0]
+
+
+def fetch_json_document(address, timeout=2.0, label=None, clock=time.monotonic):
+    """(document, Peer) as read_json_document reads them; the Peer is None for a TCP address, which carries none."""
     label = label or stats_label(address)
     family, target = socket_target(address)
+    status = check_stats_socket(address[1], label) if address[0] == 'unix' else None
     deadline = Deadline(timeout, clock)
     sock = socket.socket(family, socket.SOCK_STREAM)
+    peer = None
     try:
         sock.settimeout(timeout)
         sock.connect(target)
+        if status is not None:
+            peer = peer_credentials(sock)
+            check_peer(label, status, peer)
         raw = receive_until_closed(sock, deadline, label)
     except socket.timeout:
         raise UwsgiError(_no_complete_answer(label, timeout, 0))
@@ -104,6 +185,49 @@ def read_json_document(address, timeout=2.0, label=None, clock=time.monotonic):
         raise UwsgiError('%s: %s' % (label, _describe_socket_error(exc)))
     finally:
         sock.close()
+    return _parse_document(raw, label), peer
+
+
+def check_stats_socket(path, label):
+    """The lstat of ``path`` when it is a socket with one link; UwsgiError naming it otherwise.
+
+    connect() follows a symlink: one in the socket's place could lead root to any server's socket, so it is refused
+    rather than followed.
+    """
+    try:
+        status = os.lstat(path)
+    except (IOError, OSError) as exc:
+        raise UwsgiError('%s: %s' % (label, _describe_socket_error(exc)))
+    if stat.S_ISLNK(status.st_mode):
+        raise UwsgiError('%s: a symbolic link, not followed (name the socket itself)' % label)
+    if not stat.S_ISSOCK(status.st_mode):
+        # What connect() says of any other file, with what it is.
+        raise UwsgiError('%s: connection refused: not a socket (%s)' % (label, _file_kind(status.st_mode)))
+    if status.st_nlink != 1:
+        raise UwsgiError('%s: has %d hard links (a socket uWSGI binds has one name; this one also has another '
+                         'elsewhere); not trusted' % (label, status.st_nlink))
+    return status
+
+
+def peer_credentials(sock):
+    """The Peer of a connected unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
+    return Peer(*struct.unpack('3i', raw))
+
+
+def check_peer(label, status, peer):
+    """Refuse a server that did not make the socket file found at the path (``status``, its lstat).
+
+    The process that binds a socket owns its file and is the one listening, so a server of another user than the
+    file's owner was reached through something else put at the path between the check and the connect: the
+    answer of root's or another user's server is not taken as the instance's.
+    """
+    if peer.uid != status.st_uid:
+        raise UwsgiError('%s: the socket file is owned by %s, but the server reached through it is %s: not the '
+                         'server that made it; not trusted' % (label, describe_uid(status.st_uid), peer.describe()))
+
+
+def _parse_document(raw, label):
     text = raw.decode('utf-8', 'replace')
     try:
         document = json.loads(text)
@@ -153,12 +277,24 @@ def _no_complete_answer(label, timeout, received):
 
 
 def read_stats(address, timeout=2.0):
-    """The stats document of one instance, or UwsgiError saying why it cannot be read."""
+    """The stats document of one instance, or UwsgiError saying why it cannot be read.
+
+    On a unix socket the master named by the answer (``pid``) must be the process serving it: anyone may run a
+    server that answers with the pid of a uWSGI master of root's or of another user's.
+    """
     label = stats_label(address)
-    document = read_json_document(address, timeout, label)
+    document, peer = fetch_json_document(address, timeout, label)
     if not isinstance(document.get('workers'), list) or 'pid' not in document:
         raise UwsgiError('%s: JSON without "pid" and "workers" (is it a uWSGI stats server?)' % label)
+    if peer is not None and document.get('pid') != peer.pid:
+        raise UwsgiError('%s: served by %s, but its answer names master pid %s: not the stats server of a uWSGI '
+                         'master (in another PID namespace, or an impostor); not trusted'
+                         % (label, peer.describe(), _shown_pid(document.get('pid'))))
     return document
+
+
+def _shown_pid(value):
+    return str(value) if isinstance(value, int) else 'that is not a number'
 
 
 def _describe_socket_error(exc):
@@ -171,7 +307,7 @@ def _describe_socket_error(exc):
         return 'permission denied (run as the instance user, or fix the socket mode)'
     if code == errno.ENOTSOCK:
         return 'not a socket'
-    return str(exc)
+    return exc.strerror or str(exc)
 
 
 def workers_summary(document):
@@ -239,64 +375,76 @@ def live_workers(document):
 
 # ---------------------------------------------------------------- controls
 
-def fifo_command(path, command):
-    """Write one command byte to the master FIFO without ever blocking, and never to anything but a FIFO.
+def fifo_command(path, command, service):
+    """Write one command byte to the master FIFO without ever blocking, and never to anything but a FIFO of root's
+    or of ``service`` (a ServiceUser).
 
     The FIFO's directory belongs to the instance's user, who can put a symlink or another file in its place
-    between the check and the open: the open follows no symlink, and what it opened is checked again.
+    between the check and the open: the open follows no symlink, and what it opened is checked again on the
+    descriptor. NotReady when the FIFO is missing or has no reader (the master recreates it after every writer).
     """
-    check_fifo(path)
+    check_fifo(path, service)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (IOError, OSError) as exc:
         if exc.errno == errno.ELOOP:
             raise UwsgiError('master_fifo=%s: not a FIFO (a symbolic link, not followed)' % path)
         if exc.errno == errno.ENXIO:
-            raise UwsgiError('master_fifo=%s: no process reads this FIFO (the instance is down)' % path)
+            raise NotReady('master_fifo=%s: no process reads this FIFO (the instance is down)' % path)
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise UwsgiError('master_fifo=%s: permission denied (run as the instance user)' % path)
         if exc.errno == errno.ENOENT:
-            raise UwsgiError('master_fifo=%s: does not exist (the master is recreating it, or the instance stopped)' % path)
-        raise UwsgiError('master_fifo=%s: %s' % (path, exc))
+            raise NotReady('master_fifo=%s: does not exist (the master is recreating it, or the instance stopped)' % path)
+        raise UwsgiError('master_fifo=%s: %s' % (path, exc.strerror or exc))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISFIFO(mode):
-            raise UwsgiError('master_fifo=%s: not a FIFO (%s); nothing written' % (path, _file_kind(mode)))
+        status = os.fstat(fd)
+        if not stat.S_ISFIFO(status.st_mode):
+            raise UwsgiError('master_fifo=%s: not a FIFO (%s); nothing written' % (path, _file_kind(status.st_mode)))
+        problem = ownership_problem(status, service)
+        if problem:
+            raise UwsgiError('master_fifo=%s: %s; nothing written' % (path, problem))
         os.write(fd, command.encode('ascii'))
     except (IOError, OSError) as exc:
-        raise UwsgiError('master_fifo=%s: write failed: %s' % (path, exc))
+        raise UwsgiError('master_fifo=%s: write failed: %s' % (path, exc.strerror or exc))
     finally:
         os.close(fd)
 
 
-def check_fifo(path):
-    """Raise UwsgiError unless ``path`` is a FIFO (not a symlink to one) this user may write to."""
-    mode = _stat_mode('master_fifo', path, 'is master-fifo set, and the instance running?', follow_symlinks=False)
-    if not stat.S_ISFIFO(mode):
-        raise UwsgiError('master_fifo=%s: not a FIFO (%s)' % (path, _file_kind(mode)))
+def check_fifo(path, service):
+    """Raise UwsgiError unless ``path`` is a FIFO (not a symlink to one) of root's or of ``service`` (a ServiceUser),
+    with one link, that this user may write to; NotReady when it does not exist."""
+    status = _lstat('master_fifo', path, 'is master-fifo set, and the instance running?')
+    if not stat.S_ISFIFO(status.st_mode):
+        raise UwsgiError('master_fifo=%s: not a FIFO (%s)' % (path, _file_kind(status.st_mode)))
+    problem = ownership_problem(status, service)
+    if problem:
+        raise UwsgiError('master_fifo=%s: %s' % (path, problem))
     if not os.access(path, os.W_OK):
         raise UwsgiError('master_fifo=%s: permission denied (run as the instance user)' % path)
 
 
-def check_touch_file(path):
-    """Raise UwsgiError unless ``path`` is an existing regular file (not a symlink to one) whose mtime we may
-    change: a symlink would move the mtime of whatever file it points to."""
-    mode = _stat_mode('touch_file', path, 'uWSGI watches an existing file; create it when deploying',
-                      follow_symlinks=False)
-    if not stat.S_ISREG(mode):
-        raise UwsgiError('touch_file=%s: not a regular file (%s)' % (path, _touch_kind(mode)))
+def check_touch_file(path, service):
+    """Raise UwsgiError unless ``path`` is an existing regular file (not a symlink to one) of root's or of
+    ``service`` (a ServiceUser), with one link, whose mtime we may change: a symlink would move the mtime of
+    whatever file it points to, a hard link that of a file with another name elsewhere."""
+    status = _lstat('touch_file', path, 'uWSGI watches an existing file; create it when deploying')
+    if not stat.S_ISREG(status.st_mode):
+        raise UwsgiError('touch_file=%s: not a regular file (%s)' % (path, _touch_kind(status.st_mode)))
+    problem = ownership_problem(status, service)
+    if problem:
+        raise UwsgiError('touch_file=%s: %s' % (path, problem))
     if not os.access(path, os.W_OK):
         raise UwsgiError('touch_file=%s: permission denied' % path)
 
 
-def touch(path):
+def touch(path, service):
     """Set the touch file's mtime to now.
 
     Its directory may belong to the instance's user, who can put a symlink (to a file of root's, whose mtime
     would move) or a FIFO in its place between the check and the touch: the file is opened without following a
-    symlink or blocking, checked again on the descriptor, and its times are set through the descriptor.
+    symlink or blocking, checked again on the descriptor (type, owner, links), and its times are set through it.
     """
-    check_touch_file(path)
+    check_touch_file(path, service)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (IOError, OSError) as exc:
@@ -311,9 +459,13 @@ def touch(path):
             raise UwsgiError('touch_file=%s: permission denied' % path)
         raise UwsgiError('touch_file=%s: %s' % (path, exc.strerror or exc))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise UwsgiError('touch_file=%s: not a regular file (%s); nothing touched' % (path, _touch_kind(mode)))
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise UwsgiError('touch_file=%s: not a regular file (%s); nothing touched'
+                             % (path, _touch_kind(status.st_mode)))
+        problem = ownership_problem(status, service)
+        if problem:
+            raise UwsgiError('touch_file=%s: %s; nothing touched' % (path, problem))
         os.utime(fd)
     except (IOError, OSError) as exc:
         raise UwsgiError('touch_file=%s: %s' % (path, exc.strerror or exc))
@@ -325,12 +477,13 @@ def _touch_kind(mode):
     return 'a symbolic link, not followed' if stat.S_ISLNK(mode) else _file_kind(mode)
 
 
-def _stat_mode(option, path, missing_hint, follow_symlinks=True):
+def _lstat(option, path, missing_hint):
+    """The lstat of a control path; NotReady when it does not exist, UwsgiError naming it for any other failure."""
     try:
-        return os.stat(path, follow_symlinks=follow_symlinks).st_mode
+        return os.lstat(path)
     except (IOError, OSError) as exc:
         if exc.errno == errno.ENOENT:
-            raise UwsgiError('%s=%s: does not exist (%s)' % (option, path, missing_hint))
+            raise NotReady('%s=%s: does not exist (%s)' % (option, path, missing_hint))
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise UwsgiError('%s=%s: permission denied (a directory on the way is closed to this user)' % (option, path))
         raise UwsgiError('%s=%s: %s' % (option, path, exc.strerror or exc))

@@ -7,7 +7,14 @@
 Private to the collection: the interface may change without notice.
 The uWSGI protocol (stats server, master FIFO, touch files, the proof over stats snapshots) is in _uwsgi, what
 the instance's configuration declares in _uwsgi_config; this module decides which process it may signal, from
-/proc, and runs the reload on them.
+/proc, whose control files it trusts, and runs the reload on them.
+
+Whose control files: root's, and those of the instance's user. That user is the one the uWSGI master runs as, when
+the master is proven (the process serving the stats socket and named by its answer, or named by a pidfile of its
+own user or of root's, and a uWSGI process in /proc). Without a proven master (no stats and no pidfile given, or the
+master not in this host's /proc) it is the owner of the directory holding the FIFO or touch file: that user can
+already replace anything in it, so trusting a file of theirs gives them nothing, while the file of a third user (a
+hard link, or a directory shared with others) is refused.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -56,10 +63,10 @@ def describe_method(transport, mode, batch):
 def identify_master(params, before):
     """The master's ProcessInfo, proven from /proc (and the pidfile, when given), or None if not visible."""
     stats_pid = before.get('pid') if before else None
-    pidfile_pid = None
+    pidfile_pid = pidfile_owner = None
     if params['pidfile']:
         try:
-            pidfile_pid = _proc.read_pidfile(params['pidfile'])
+            pidfile_pid, pidfile_owner = _proc.read_pidfile_and_owner(params['pidfile'])
         except (IOError, OSError) as exc:
             reason = 'permission denied' if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
             raise ReloadFailed('pidfile=%s: cannot be read: %s' % (params['pidfile'], reason))
@@ -79,7 +86,43 @@ def identify_master(params, before):
     if not _uwsgi.looks_like_uwsgi(info) and not _uwsgi.looks_like_uwsgi(info, master_exe(pid)):
         source = 'pidfile=%s' % params['pidfile'] if pidfile_pid else 'stats=%s' % params['stats']
         raise ReloadFailed('%s names %s, which is not a uWSGI process; nothing was signalled' % (source, info.describe()))
+    if pidfile_pid:
+        check_pidfile_owner(params['pidfile'], pidfile_owner, info)
     return info
+
+
+def check_pidfile_owner(path, owner, master):
+    """Refuse a pidfile that names a master of another user than its owner, unless root wrote it.
+
+    uWSGI writes ``pidfile`` as the user it started as (root, before it takes its configured user) and ``pidfile2``
+    as the master's user; a pidfile of the app user's naming a master of root's or of another user's was written to
+    have root signal that master.
+    """
+    running_as = _proc.process_owner(master.pid)
+    if running_as is None:
+        raise ReloadFailed('pidfile=%s names pid %d, which is not running (stale pidfile)' % (path, master.pid))
+    if owner not in (0, running_as[0]):
+        raise ReloadFailed('pidfile=%s is owned by %s but names %s, a uWSGI master running as %s: a pidfile names a '
+                           'master of its own user, or is root\'s; nothing was signalled'
+                           % (path, _uwsgi.describe_uid(owner), master.describe(), _uwsgi.describe_uid(running_as[0])))
+
+
+def service_user(transport, master):
+    """The ServiceUser whose FIFO or touch file is trusted besides root's (see the module's docstring)."""
+    if master is not None:
+        owner = _proc.process_owner(master.pid)
+        if owner is not None:
+            return _uwsgi.ServiceUser(owner[0], 'the user of the uWSGI master, pid %d' % master.pid)
+    kind, path = transport
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        uid = os.stat(directory).st_uid
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ReloadFailed('%s=%s: permission denied (a directory on the way is closed to this user)' % (kind, path))
+        raise ReloadFailed('%s=%s: its directory %s cannot be read: %s' % (kind, path, directory, exc.strerror or exc))
+    return _uwsgi.ServiceUser(uid, 'the owner of %s; with no uWSGI master proven through stats or pidfile, the '
+                                   'directory\'s owner stands for the instance\'s user' % directory)
 
 
 def master_exe(pid):
@@ -123,34 +166,36 @@ def check_lazy_apps(warn, mode, master):
              'the old code; use mode=graceful to load new code' % master.describe())
 
 
-def validate_transport(transport):
+def validate_transport(transport, service):
     kind, path = transport
     try:
         if kind == 'master_fifo':
-            _uwsgi.check_fifo(path)
+            _uwsgi.check_fifo(path, service)
         elif kind == 'touch_file':
-            _uwsgi.check_touch_file(path)
+            _uwsgi.check_touch_file(path, service)
     except _uwsgi.UwsgiError as exc:
         raise ReloadFailed(str(exc))
 
 
-def send_fifo(path, command):
+def send_fifo(path, command, service):
+    """Write ``command``, trying again for a moment only while the FIFO is missing or unread (the master
+    recreates it after every writer): a FIFO that fails a check is refused at once."""
     deadline = Deadline(FIFO_RETRY_SECONDS)
     while True:
         try:
-            return _uwsgi.fifo_command(path, command)
-        except _uwsgi.UwsgiError:
+            return _uwsgi.fifo_command(path, command, service)
+        except _uwsgi.NotReady:
             if deadline.expired():
                 raise
             time.sleep(0.05)
 
 
-def trigger(transport, mode, master):
+def trigger(transport, mode, master, service):
     kind, path = transport
     if kind == 'master_fifo':
-        send_fifo(path, _uwsgi.FIFO_COMMANDS[mode])
+        send_fifo(path, _uwsgi.FIFO_COMMANDS[mode], service)
     elif kind == 'touch_file':
-        _uwsgi.touch(path)
+        _uwsgi.touch(path, service)
     elif kind == 'pidfile':
         os.kill(master.pid, signal.SIGHUP)
 
@@ -262,7 +307,8 @@ def reload_instance(params, warn, check_mode):
         if master is None and transport[0] in ('pidfile', 'worker_signals'):
             raise ReloadFailed('cannot find the uWSGI master (pid %s from stats=%s) in /proc: the module must run on '
                                'the instance\'s host to signal it' % (before.get('pid'), params['stats']))
-        validate_transport(transport)
+        service = service_user(transport, master) if transport[0] in ('master_fifo', 'touch_file') else None
+        validate_transport(transport, service)
         check_lazy_apps(warn, mode, master)
     except (_uwsgi.UwsgiError, ValueError, ReloadFailed) as exc:
         raise ReloadFailed(str(exc), details=result)
@@ -277,7 +323,7 @@ def reload_instance(params, warn, check_mode):
     waiter = None
     try:
         if transport[0] != 'worker_signals':
-            trigger(transport, mode, master)
+            trigger(transport, mode, master, service)
         if not params['wait']:
             result['elapsed'] = round(started.elapsed(), 3)
             result['msg'] = '%s reload triggered via %s; not waiting for proof' % (mode, result['method'])

@@ -16,6 +16,10 @@ description:
   - Reads the stats server of one uWSGI instance and returns its master PID, version, listen queue,
     sockets and workers, including which workers have their application loaded.
   - Read-only.
+  - A unix socket is read only when it is a socket with one link (never through a symbolic link), served by the
+    user that owns it, and answered by the master its answer names (the kernel's peer credentials). Anyone may
+    run a server answering with the PID of another instance's master. A socket failing these checks fails the
+    task naming it.
 author:
   - graceful.wsgi maintainers (@graceful-wsgi)
 extends_documentation_fragment:

@@ -43,6 +43,8 @@ options:
       - Path of the instance's master FIFO (its C(master-fifo) option). Supports every O(mode).
       - Preferred over O(touch_file) and O(pidfile) when several are given.
       - Opened without blocking, so an instance that is down fails at once.
+      - Written to only when what was opened is a FIFO (never through a symbolic link) with one link, owned by root
+        or by the instance's user (see the notes); anything else fails the task naming the path, with nothing written.
     type: path
   touch_file:
     description:
@@ -50,6 +52,8 @@ options:
       - It must be the file of the instance's C(touch-chain-reload) for O(mode=chain), C(touch-reload)
         for O(mode=graceful), C(touch-workers-reload) for O(mode=workers). uWSGI gives no sign that a
         touch was noticed, so a file it does not watch shows up as a timeout with every worker on its old PID.
+      - Touched only when what was opened is a regular file (never through a symbolic link) with one link, owned by
+        root or by the instance's user (see the notes).
     type: path
   pidfile:
     description:
@@ -101,6 +105,17 @@ notes:
     5 seconds. When they cannot be read at all, lazy-apps counts as unconfirmed (a warning), not as absent.
   - Do not combine C(need-app) with C(lazy-apps) on an instance you reload. uWSGI destroys the whole
     instance when one new worker fails to load the app.
+  - The control paths usually sit in a directory of the instance's user, who may put anything there. The
+    instance's user is the user the uWSGI master runs as, once the master is proven. With O(stats) on a unix socket,
+    it is the process the kernel says serves the socket, which must own the socket file and be the master its answer
+    names. With O(pidfile), it is the process the pidfile names, and the pidfile must be root's or that process's
+    user's. The master must also be a uWSGI process in C(/proc). Without a proven master (neither O(stats) nor
+    O(pidfile), or a master outside this host's C(/proc)), the owner of the directory holding the FIFO or touch
+    file stands for the instance's user.
+  - A stats socket that is a symbolic link, is not a socket, has a second hard link, or is served by another user
+    than its owner is refused without being read.
+  - A TCP O(stats) address carries no proof of the process answering on it. Where other users run code on the
+    host, use a unix socket, or give O(pidfile) too.
 seealso:
   - module: graceful.wsgi.uwsgi_info
   - name: uWSGI graceful reloading

@@ -39,6 +39,11 @@ description:
     failure then says since when the stats could not be read, and why.
   - One run per Emperor at a time. The run holds an exclusive lock, so a second run fails at once naming the first.
     The kernel releases the lock when the run ends, however it ends.
+  - The lock file lives in a directory only the module's user may enter, created with mode C(0700) when missing.
+    As root it is C(/run/graceful-wsgi) (no other user can create a name in C(/run), while one in C(/run/lock) or
+    C(/tmp) could be taken first by anyone). As another user it is C(/run/user/UID/graceful-wsgi), else
+    C(.graceful-wsgi) in the user's home; such a lock keeps out only the runs of the same user. A lock directory
+    that is a symbolic link, or has another owner or a wider mode, fails the task naming it and is left as it is.
   - The number of serving vassals is sampled every O(poll_interval); the lowest seen is returned as
     RV(min_active_observed).
 author:
@@ -229,6 +234,7 @@ lock_path:
   description: The lock file of this Emperor's runs.
   returned: always
   type: str
+  sample: /run/graceful-wsgi/graceful-wsgi-vassals-etc-uwsgi-vassals.lock
 stats:
   description: For each vassal that did not come back, its Emperor entry (or blacklist entry) and FastRouter node.
   returned: failure

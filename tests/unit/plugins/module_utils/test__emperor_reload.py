@@ -6,7 +6,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import pwd
+import stat
+
+import pytest
+
 from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor_reload
+from ansible_collections.graceful.wsgi.plugins.module_utils import _lock
 
 
 def entry(pid=100, accepting=1, last_mod=1000, last_accepting=1000):
@@ -165,3 +172,36 @@ def test_settling_is_running_but_not_accepting():
     first['b.ini'] = dict(state(accepting=0), active=False)
     plan = _emperor_reload.Plan(['a.ini', 'b.ini'], first, min_active=1, timeout=60)
     assert plan.to_start(first) == []        # a would leave nothing serving; b is still starting
+
+
+def test_the_lock_of_root_lives_where_only_root_can_create_it():
+    assert _emperor_reload.lock_directories(0) == ('/run/graceful-wsgi',)
+
+
+def test_the_lock_of_another_user_lives_in_its_runtime_directory_else_its_home():
+    nobody = pwd.getpwnam('nobody')
+    assert _emperor_reload.lock_directories(nobody.pw_uid) == (
+        '/run/user/%d/graceful-wsgi' % nobody.pw_uid, '%s/.graceful-wsgi' % nobody.pw_dir)
+    unknown = max(entry.pw_uid for entry in pwd.getpwall()) + 1
+    assert _emperor_reload.lock_directories(unknown) == ('/run/user/%d/graceful-wsgi' % unknown,)
+
+
+def test_lock_directory_takes_the_first_candidate_with_a_parent_and_never_falls_back(tmp_path, monkeypatch):
+    wide = tmp_path / 'wide'
+    wide.mkdir(mode=0o755)
+    candidates = (str(tmp_path / 'missing' / 'graceful-wsgi'), str(wide), str(tmp_path / 'fine'))
+    monkeypatch.setattr(_emperor_reload, 'lock_directories', lambda: candidates)
+    with pytest.raises(_lock.LockError, match='^lock directory %s: has mode 0755' % wide):
+        _emperor_reload.lock_directory()
+    assert not (tmp_path / 'fine').exists()
+    monkeypatch.setattr(_emperor_reload, 'lock_directories', lambda: candidates[:1] + candidates[2:])
+    assert _emperor_reload.lock_directory(create=False) == str(tmp_path / 'fine')
+    assert not (tmp_path / 'fine').exists()
+    assert _emperor_reload.lock_path('/etc/uwsgi/vassals') == str(
+        tmp_path / 'fine' / 'graceful-wsgi-vassals-etc-uwsgi-vassals.lock')
+    assert stat.S_IMODE(os.lstat(str(tmp_path / 'fine')).st_mode) == 0o700
+    monkeypatch.setattr(_emperor_reload, 'lock_directories', lambda: candidates[:1])
+    with pytest.raises(_lock.LockError) as caught:
+        _emperor_reload.lock_directory()
+    assert str(caught.value) == ('no directory for the lock: none of %s has a parent directory (run the module as '
+                                 'root)' % candidates[0])

@@ -266,10 +266,10 @@ def test_with_a_unit_the_pidfile_belongs_to_its_masters_user_or_root(fake, cgrou
 def test_the_master_runs_as_the_pidfiles_owner(fake):
     owned_by_a_stranger(fake.pidfile)
     message = refused(fake.pidfile)
-    assert message == ('pidfile=%s names pid 100 (%s), a gunicorn master running as root, not as the owner of the '
-                       'pidfile, uid %d (set expected_user or unit when the master runs as another user): another '
-                       'app\'s master, or a pidfile written by someone else'
-                       % (fake.pidfile, ' '.join(fake.argv), STRANGER))
+    expected = ('pidfile=%s names pid 100 (%s), a gunicorn master running as root, not as the owner of the '
+                'pidfile, uid %d (set expected_user or unit when the master runs as another user): another '
+                'app\'s master, or a pidfile written by someone else')
+    assert message == expected % (fake.pidfile, ' '.join(fake.argv), STRANGER)
 
 
 def test_the_master_runs_as_the_expected_user(fake):

@@ -385,3 +385,83 @@ def test_a_flock_path_that_is_a_socket_names_it(tmp_path):
 def test_describe_holder():
     assert _lock.describe_holder({}) == 'holder unknown (it has not written its facts yet)'
     assert _lock.describe_holder({'corrupt': 'xx'}) == "holder unreadable: 'xx'"
+
+
+# ---------------------------------------------------------------- the private directory of process locks
+
+def mode_of(path):
+    return stat.S_IMODE(os.lstat(str(path)).st_mode)
+
+
+def test_private_directory_is_created_0700_whatever_the_umask(tmp_path):
+    old = os.umask(0o777)
+    try:
+        assert _lock.private_directory(str(tmp_path / 'locks')) == str(tmp_path / 'locks')
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / 'locks') == 0o700 and os.lstat(str(tmp_path / 'locks')).st_uid == os.geteuid()
+    assert _lock.private_directory(str(tmp_path / 'locks')) == str(tmp_path / 'locks')  # as found: kept
+
+
+def test_private_directory_in_check_mode_creates_nothing(tmp_path):
+    assert _lock.private_directory(str(tmp_path / 'locks'), create=False) is None
+    assert not (tmp_path / 'locks').exists()
+
+
+@pytest.mark.parametrize('planted, problem', [
+    ('symlink', 'is a symbolic link, never followed'),
+    ('file', 'is a regular file, not a directory'),
+    ('wide', 'has mode 0755: other users may enter it (expected 0700)'),
+])
+def test_a_lock_directory_found_wrong_is_refused_and_left_as_it_is(tmp_path, planted, problem):
+    target = tmp_path / 'elsewhere'
+    target.mkdir(mode=0o700)
+    path = tmp_path / 'locks'
+    if planted == 'symlink':
+        path.symlink_to(target)
+    elif planted == 'file':
+        path.write_text('precious')
+    else:
+        path.mkdir()
+        path.chmod(0o755)
+    with pytest.raises(_lock.LockError) as caught:
+        _lock.private_directory(str(path))
+    assert str(caught.value) == 'lock directory %s: %s; not used, and left as it is' % (path, problem)
+    assert list(target.iterdir()) == []
+    if planted == 'symlink':
+        assert os.readlink(str(path)) == str(target)
+    elif planted == 'file':
+        assert path.read_text() == 'precious'
+    else:
+        assert mode_of(path) == 0o755
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a directory to another user needs root')
+def test_a_lock_directory_of_another_user_is_refused(tmp_path):
+    path = tmp_path / 'locks'
+    path.mkdir(mode=0o700)
+    os.chown(str(path), 4321, 4321)
+    with pytest.raises(_lock.LockError) as caught:
+        _lock.private_directory(str(path))
+    assert str(caught.value) == ('lock directory %s: is owned by uid 4321, not by uid 0 that runs the module; not '
+                                 'used, and left as it is' % path)
+
+
+def test_a_lock_directory_in_a_directory_others_may_write_to_is_refused(tmp_path):
+    """In /run/lock or /tmp (1777) anyone could make the directory first, or move it away."""
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(_lock.LockError) as caught:
+        _lock.private_directory(str(shared / 'locks'))
+    assert str(caught.value) == ('lock directory %s: its parent %s is owned by uid %d with mode 1777: other users may '
+                                 'create or move names in it' % (shared / 'locks', shared, os.geteuid()))
+    assert not (shared / 'locks').exists()
+
+
+def test_a_lock_directory_whose_parent_is_missing_names_it(tmp_path):
+    path = tmp_path / 'missing' / 'locks'
+    with pytest.raises(_lock.LockError) as caught:
+        _lock.private_directory(str(path))
+    assert str(caught.value) == ('lock directory %s: its parent %s cannot be used: No such file or directory'
+                                 % (path, tmp_path / 'missing'))

@@ -8,6 +8,7 @@ __metaclass__ = type
 
 import json
 import os
+import pwd
 import socket
 import threading
 import time
@@ -32,6 +33,19 @@ def doc(*workers, **extra):
 
 
 BEFORE = doc(worker(1, 101), worker(2, 102), worker(3, 103), worker(4, 104))
+# The stats server of the socket tests is this process: an answer naming another master is not trusted.
+SERVED = doc(worker(1, 101), pid=os.getpid())
+# Whose control files these tests trust besides root's: the user running them, who creates them.
+SERVICE = _uwsgi.ServiceUser(os.geteuid(), 'the user running the tests')
+
+
+def foreign_owner(path):
+    """Make ``path`` belong to neither root nor the returned ServiceUser: a third user, as another user's file
+    in the instance's directory would. As root the file is given away; otherwise the service is someone else."""
+    if os.geteuid() == 0:
+        os.chown(str(path), 4321, 4321, follow_symlinks=False)
+        return _uwsgi.ServiceUser(4322, 'the test instance')
+    return _uwsgi.ServiceUser(os.geteuid() + 1, 'the test instance')
 
 
 # ------------------------------------------------------------------ addresses and stats
@@ -56,7 +70,10 @@ def serve_once(path, payload):
 
     def answer():
         conn, _addr = server.accept()
-        conn.sendall(payload)
+        try:
+            conn.sendall(payload)
+        except OSError:
+            pass  # the client refused the server before reading its answer
         conn.close()
         server.close()
 
@@ -67,9 +84,101 @@ def serve_once(path, payload):
 
 def test_read_stats_from_unix_socket(tmp_path):
     path = str(tmp_path / 's.sock')
-    thread = serve_once(path, json.dumps(BEFORE).encode())
-    assert _uwsgi.read_stats(('unix', path))['pid'] == 100
+    thread = serve_once(path, json.dumps(SERVED).encode())
+    assert _uwsgi.read_stats(('unix', path))['pid'] == os.getpid()
     thread.join()
+
+
+def test_read_stats_refuses_an_answer_naming_another_master_than_its_server(tmp_path):
+    """Anyone may serve a socket answering with the pid of a uWSGI master of root's: that pid is not taken."""
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, json.dumps(doc(worker(1, 101), pid=1)).encode())
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.read_stats(('unix', path))
+    thread.join()
+    assert str(caught.value) == (
+        'stats=%s: served by pid %d of %s, but its answer names master pid 1: not the stats server of a uWSGI '
+        'master (in another PID namespace, or an impostor); not trusted'
+        % (path, os.getpid(), _uwsgi.describe_uid(os.geteuid())))
+
+
+def test_read_json_document_of_an_emperor_or_router_needs_no_master_pid(tmp_path):
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, b'{"pid": 1, "vassals": []}')
+    assert _uwsgi.read_json_document(('unix', path), label='emperor_stats=%s' % path) == {'pid': 1, 'vassals': []}
+    thread.join()
+
+
+def listening(path):
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    server.settimeout(0.2)
+    return server
+
+
+def assert_never_connected(server):
+    with pytest.raises(socket.timeout):
+        server.accept()[0].close()
+
+
+def test_a_symlink_in_place_of_the_stats_socket_is_refused_without_connecting(tmp_path):
+    """connect() follows a symlink: the app user could lead root to any server's socket through one."""
+    server = listening(tmp_path / 'real.sock')
+    link = tmp_path / 'stats.sock'
+    link.symlink_to(tmp_path / 'real.sock')
+    try:
+        for read in (_uwsgi.read_stats, _uwsgi.read_json_document):
+            with pytest.raises(_uwsgi.UwsgiError) as caught:
+                read(('unix', str(link)))
+            assert str(caught.value) == 'stats=%s: a symbolic link, not followed (name the socket itself)' % link
+        assert_never_connected(server)
+    finally:
+        server.close()
+
+
+def test_a_hard_link_of_a_socket_is_refused_without_connecting(tmp_path):
+    server = listening(tmp_path / 'elsewhere.sock')
+    link = tmp_path / 'stats.sock'
+    os.link(str(tmp_path / 'elsewhere.sock'), str(link))
+    try:
+        with pytest.raises(_uwsgi.UwsgiError, match=r'^stats=%s: has 2 hard links \(a socket uWSGI binds has one '
+                                                    r'name; this one also has another elsewhere\); not trusted$' % link):
+            _uwsgi.read_stats(('unix', str(link)))
+        assert_never_connected(server)
+    finally:
+        server.close()
+
+
+def test_a_regular_file_as_the_stats_socket_is_named(tmp_path):
+    path = tmp_path / 'stats.sock'
+    path.write_text('{"pid": 1, "workers": []}')
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.read_stats(('unix', str(path)))
+    assert str(caught.value) == 'stats=%s: connection refused: not a socket (a regular file)' % path
+
+
+def test_a_server_of_another_user_than_the_socket_file_is_not_read(tmp_path, monkeypatch):
+    """What the path showed before the connect was swapped for another user's socket (root's, say) in between:
+    the kernel's word on who serves the connection is checked against the owner of the file checked."""
+    path = str(tmp_path / 's.sock')
+    thread = serve_once(path, json.dumps(SERVED).encode())
+    server_uid = os.geteuid() + 1
+    real = _uwsgi.peer_credentials
+
+    def another_users(sock):
+        peer = real(sock)
+        assert peer.pid == os.getpid() and peer.uid == os.geteuid()  # the kernel's word, before the substitution
+        return _uwsgi.Peer(peer.pid, server_uid, peer.gid)
+
+    monkeypatch.setattr(_uwsgi, 'peer_credentials', another_users)
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.read_stats(('unix', path))
+    thread.join()
+    owner, server = _uwsgi.describe_uid(os.geteuid()), _uwsgi.describe_uid(server_uid)
+    assert str(caught.value) == (
+        'stats=%s: the socket file is owned by %s, but the server reached through it is pid %d of %s: not the '
+        'server that made it; not trusted' % (path, owner, os.getpid(), server))
 
 
 def test_read_stats_rejects_non_stats_json(tmp_path):
@@ -104,6 +213,9 @@ def test_read_stats_names_missing_socket(tmp_path):
     path = str(tmp_path / 'missing.sock')
     with pytest.raises(_uwsgi.UwsgiError, match='stats=%s: no such socket' % path):
         _uwsgi.read_stats(('unix', path))
+    with pytest.raises(_uwsgi.UwsgiError, match='stats=%s: Not a directory' % (tmp_path / 'f' / 's.sock')):
+        (tmp_path / 'f').write_text('')
+        _uwsgi.read_stats(('unix', str(tmp_path / 'f' / 's.sock')))
 
 
 def test_read_stats_times_out_on_silent_server(tmp_path):
@@ -220,8 +332,10 @@ def test_live_workers_skips_empty_and_cheaped_slots():
 def test_fifo_without_reader_fails_at_once(tmp_path):
     path = str(tmp_path / 'master.fifo')
     os.mkfifo(path, 0o600)
-    with pytest.raises(_uwsgi.UwsgiError, match='master_fifo=%s: no process reads this FIFO' % path):
-        _uwsgi.fifo_command(path, 'c')
+    with pytest.raises(_uwsgi.NotReady, match='master_fifo=%s: no process reads this FIFO' % path):
+        _uwsgi.fifo_command(path, 'c', SERVICE)
+    with pytest.raises(_uwsgi.NotReady, match='master_fifo=%s: does not exist' % (tmp_path / 'gone')):
+        _uwsgi.fifo_command(str(tmp_path / 'gone'), 'c', SERVICE)
 
 
 def test_fifo_command_is_written(tmp_path):
@@ -229,7 +343,7 @@ def test_fifo_command_is_written(tmp_path):
     os.mkfifo(path, 0o600)
     reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        _uwsgi.fifo_command(path, 'c')
+        _uwsgi.fifo_command(path, 'c', SERVICE)
         assert os.read(reader, 10) == b'c'
     finally:
         os.close(reader)
@@ -239,9 +353,9 @@ def test_fifo_path_checks(tmp_path):
     regular = tmp_path / 'regular'
     regular.write_text('x')
     with pytest.raises(_uwsgi.UwsgiError, match='not a FIFO \\(a regular file\\)'):
-        _uwsgi.check_fifo(str(regular))
+        _uwsgi.check_fifo(str(regular), SERVICE)
     with pytest.raises(_uwsgi.UwsgiError, match='does not exist'):
-        _uwsgi.check_fifo(str(tmp_path / 'nope'))
+        _uwsgi.check_fifo(str(tmp_path / 'nope'), SERVICE)
 
 
 def test_a_symlink_to_a_fifo_is_refused(tmp_path):
@@ -249,8 +363,9 @@ def test_a_symlink_to_a_fifo_is_refused(tmp_path):
     os.mkfifo(str(fifo), 0o600)
     link = tmp_path / 'master.fifo'
     link.symlink_to(fifo)
-    with pytest.raises(_uwsgi.UwsgiError, match=r'^master_fifo=%s: not a FIFO \(a symbolic link\)$' % link):
-        _uwsgi.fifo_command(str(link), 'c')
+    with pytest.raises(_uwsgi.UwsgiError, match=r'^master_fifo=%s: not a FIFO \(a symbolic link\)$' % link) as caught:
+        _uwsgi.fifo_command(str(link), 'c', SERVICE)
+    assert not isinstance(caught.value, _uwsgi.NotReady), 'a refusal is final: retrying gives an attacker more tries'
 
 
 @pytest.mark.parametrize('swap', ['symlink', 'regular'])
@@ -262,8 +377,8 @@ def test_a_fifo_swapped_after_its_check_gets_nothing_written(tmp_path, monkeypat
     os.mkfifo(str(path), 0o600)
     check = _uwsgi.check_fifo
 
-    def check_then_swap(fifo_path):
-        check(fifo_path)
+    def check_then_swap(fifo_path, service):
+        check(fifo_path, service)
         path.unlink()
         if swap == 'symlink':
             path.symlink_to(target)
@@ -273,7 +388,7 @@ def test_a_fifo_swapped_after_its_check_gets_nothing_written(tmp_path, monkeypat
     monkeypatch.setattr(_uwsgi, 'check_fifo', check_then_swap)
     expected = '(a symbolic link, not followed)' if swap == 'symlink' else '(a regular file); nothing written'
     with pytest.raises(_uwsgi.UwsgiError) as caught:
-        _uwsgi.fifo_command(str(path), 'c')
+        _uwsgi.fifo_command(str(path), 'c', SERVICE)
     assert str(caught.value) == 'master_fifo=%s: not a FIFO %s' % (path, expected)
     assert target.read_text() == 'untouched'
     if swap == 'regular':
@@ -284,12 +399,12 @@ def test_touch_file_checks_and_touches(tmp_path):
     target = tmp_path / 'reload.touch'
     target.write_text('')
     os.utime(str(target), (1, 1))
-    _uwsgi.touch(str(target))
+    _uwsgi.touch(str(target), SERVICE)
     assert target.stat().st_mtime > 1
     with pytest.raises(_uwsgi.UwsgiError, match='touch_file=.*: does not exist'):
-        _uwsgi.touch(str(tmp_path / 'missing'))
+        _uwsgi.touch(str(tmp_path / 'missing'), SERVICE)
     with pytest.raises(_uwsgi.UwsgiError, match='not a regular file \\(a directory\\)'):
-        _uwsgi.touch(str(tmp_path))
+        _uwsgi.touch(str(tmp_path), SERVICE)
 
 
 def test_a_touch_file_that_is_a_symlink_is_refused_and_its_target_keeps_its_mtime(tmp_path):
@@ -300,7 +415,7 @@ def test_a_touch_file_that_is_a_symlink_is_refused_and_its_target_keeps_its_mtim
     path.symlink_to(target)
     for call in (_uwsgi.check_touch_file, _uwsgi.touch):
         with pytest.raises(_uwsgi.UwsgiError) as caught:
-            call(str(path))
+            call(str(path), SERVICE)
         assert str(caught.value) == 'touch_file=%s: not a regular file (a symbolic link, not followed)' % path
     assert target.stat().st_mtime == 1
 
@@ -311,7 +426,7 @@ def test_a_touch_file_that_is_a_fifo_fails_at_once(tmp_path):
     os.mkfifo(str(path), 0o600)
     started = time.monotonic()
     with pytest.raises(_uwsgi.UwsgiError, match=r'^touch_file=%s: not a regular file \(a FIFO\)$' % path):
-        _uwsgi.touch(str(path))
+        _uwsgi.touch(str(path), SERVICE)
     assert time.monotonic() - started < 1.0
 
 
@@ -326,8 +441,8 @@ def test_a_touch_file_swapped_after_its_check_is_not_touched(tmp_path, monkeypat
     check = _uwsgi.check_touch_file
     readers = []
 
-    def check_then_swap(touch_path):
-        check(touch_path)
+    def check_then_swap(touch_path, service):
+        check(touch_path, service)
         path.unlink()
         if swap == 'symlink':
             path.symlink_to(target)
@@ -341,13 +456,130 @@ def test_a_touch_file_swapped_after_its_check_is_not_touched(tmp_path, monkeypat
     started = time.monotonic()
     try:
         with pytest.raises(_uwsgi.UwsgiError) as caught:
-            _uwsgi.touch(str(path))
+            _uwsgi.touch(str(path), SERVICE)
     finally:
         for fd in readers:
             os.close(fd)
     assert str(caught.value) == 'touch_file=%s: not a regular file (%s); nothing touched' % (path, kind)
     assert time.monotonic() - started < 1.0
     assert target.stat().st_mtime == 1
+
+
+def stat_of(uid, nlink=1):
+    return os.stat_result((0o10600, 1, 1, nlink, uid, uid, 0, 0, 0, 0))
+
+
+def test_ownership_problem_trusts_root_and_the_service_user_only():
+    service = _uwsgi.ServiceUser(4322, 'the user of the uWSGI master, pid 7')
+    assert _uwsgi.ownership_problem(stat_of(0), service) is None
+    assert _uwsgi.ownership_problem(stat_of(4322), service) is None
+    assert _uwsgi.ownership_problem(stat_of(4321), service) == (
+        'owned by uid 4321, neither root nor uid 4322 (the user of the uWSGI master, pid 7)')
+    run_by_root = _uwsgi.ServiceUser(0, 'the user of the uWSGI master, pid 7')
+    assert _uwsgi.ownership_problem(stat_of(4321), run_by_root) == (
+        'owned by uid 4321, not by root (the user of the uWSGI master, pid 7)')
+    assert _uwsgi.ownership_problem(stat_of(0, nlink=2), service) == (
+        'has 2 hard links (a control file has one name; this one also has another elsewhere)')
+
+
+def test_describe_uid_names_the_user_when_there_is_one():
+    assert _uwsgi.describe_uid(0) == 'root'
+    named = pwd.getpwall()[-1]
+    if named.pw_uid != 0:
+        assert _uwsgi.describe_uid(named.pw_uid) == '%s (uid %d)' % (named.pw_name, named.pw_uid)
+    unnamed = max(entry.pw_uid for entry in pwd.getpwall()) + 1
+    assert _uwsgi.describe_uid(unnamed) == 'uid %d' % unnamed
+
+
+@pytest.fixture
+def fifo_with_reader(tmp_path):
+    """A FIFO someone reads: without the checks, root's write would reach it."""
+    path = tmp_path / 'master.fifo'
+    os.mkfifo(str(path), 0o600)
+    reader = os.open(str(path), os.O_RDONLY | os.O_NONBLOCK)
+    yield path, reader
+    os.close(reader)
+
+
+def unread(reader):
+    try:
+        return os.read(reader, 10)
+    except BlockingIOError:
+        return b''
+
+
+def test_a_fifo_of_another_user_gets_nothing_written(fifo_with_reader):
+    path, reader = fifo_with_reader
+    service = foreign_owner(path)
+    owner = _uwsgi.describe_uid(os.lstat(str(path)).st_uid)
+    for call in (lambda: _uwsgi.check_fifo(str(path), service), lambda: _uwsgi.fifo_command(str(path), 'c', service)):
+        with pytest.raises(_uwsgi.UwsgiError) as caught:
+            call()
+        assert str(caught.value) == 'master_fifo=%s: owned by %s, neither root nor %s' % (path, owner, service.describe())
+        assert not isinstance(caught.value, _uwsgi.NotReady)
+    assert unread(reader) == b''
+
+
+def test_a_fifo_of_another_user_put_in_place_after_the_check_gets_nothing_written(fifo_with_reader, monkeypatch):
+    """Whatever passed the check by path, the descriptor opened is checked again: its owner too."""
+    path, reader = fifo_with_reader
+    service = foreign_owner(path)
+    monkeypatch.setattr(_uwsgi, 'check_fifo', lambda fifo_path, checked_service: None)  # passed on what was there
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.fifo_command(str(path), 'c', service)
+    assert str(caught.value) == 'master_fifo=%s: owned by %s, neither root nor %s; nothing written' % (
+        path, _uwsgi.describe_uid(os.lstat(str(path)).st_uid), service.describe())
+    assert unread(reader) == b''
+
+
+def test_a_hard_linked_fifo_swapped_in_after_the_check_gets_nothing_written(tmp_path, fifo_with_reader, monkeypatch):
+    """A hard link is how a FIFO of someone else's (one root's daemon reads, say) would get into the directory."""
+    path, reader = fifo_with_reader
+    theirs = tmp_path / 'theirs.fifo'
+    os.mkfifo(str(theirs), 0o600)
+    os.link(str(theirs), str(tmp_path / 'their-other-name.fifo'))
+    their_reader = os.open(str(theirs), os.O_RDONLY | os.O_NONBLOCK)
+    check = _uwsgi.check_fifo
+
+    def check_then_swap(fifo_path, service):
+        check(fifo_path, service)
+        os.rename(str(theirs), str(path))
+
+    monkeypatch.setattr(_uwsgi, 'check_fifo', check_then_swap)
+    try:
+        with pytest.raises(_uwsgi.UwsgiError) as caught:
+            _uwsgi.fifo_command(str(path), 'c', SERVICE)
+        assert str(caught.value) == ('master_fifo=%s: has 2 hard links (a control file has one name; this one also '
+                                     'has another elsewhere); nothing written' % path)
+        assert unread(their_reader) == b'' and unread(reader) == b''
+    finally:
+        os.close(their_reader)
+
+
+def test_a_touch_file_of_another_user_or_with_two_names_is_not_touched(tmp_path, monkeypatch):
+    path = tmp_path / 'reload.touch'
+    path.write_text('')
+    os.utime(str(path), (1, 1))
+    service = foreign_owner(path)
+    message = 'touch_file=%s: owned by %s, neither root nor %s' % (
+        path, _uwsgi.describe_uid(os.lstat(str(path)).st_uid), service.describe())
+    for call in (_uwsgi.check_touch_file, _uwsgi.touch):
+        with pytest.raises(_uwsgi.UwsgiError) as caught:
+            call(str(path), service)
+        assert str(caught.value) == message
+    # Put in place after the check: refused on the descriptor.
+    monkeypatch.setattr(_uwsgi, 'check_touch_file', lambda touch_path, checked_service: None)
+    with pytest.raises(_uwsgi.UwsgiError) as caught:
+        _uwsgi.touch(str(path), service)
+    assert str(caught.value) == message + '; nothing touched'
+    monkeypatch.undo()
+    linked = tmp_path / 'linked.touch'
+    linked.write_text('')
+    os.utime(str(linked), (1, 1))
+    os.link(str(linked), str(tmp_path / 'shadow'))
+    with pytest.raises(_uwsgi.UwsgiError, match=r'^touch_file=%s: has 2 hard links' % linked):
+        _uwsgi.touch(str(linked), SERVICE)
+    assert os.stat(str(path)).st_mtime == 1 and os.stat(str(linked)).st_mtime == 1
 
 
 # ------------------------------------------------------------------ identity and options

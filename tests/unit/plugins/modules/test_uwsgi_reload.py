@@ -44,6 +44,9 @@ class FakeInstance:
         self.hidden = False
         self.as_owner = False
         self.owner_reads = []
+        self.services = []
+        # The user the master runs as: the one running the tests, who creates the control files below.
+        self.master_uid = os.geteuid()
 
     def document(self):
         self.reads += 1
@@ -115,7 +118,11 @@ class FakeInstance:
         finally:
             self.as_owner = False
 
-    def fifo_command(self, path, command):
+    def process_owner(self, pid, proc_root='/proc'):
+        return (self.master_uid, self.master_uid, True) if self.read_process(pid) else None
+
+    def fifo_command(self, path, command, service):
+        self.services.append(service)
         self.fifo_commands.append(command)
         if command in ('c', 'w', 'r', 'R'):
             for state in self.workers.values():
@@ -131,6 +138,7 @@ def instance(monkeypatch, tmp_path):
     monkeypatch.setattr(_uwsgi_reload._proc, 'is_alive', lambda pid: fake.read_process(pid) is not None)
     monkeypatch.setattr(_uwsgi_reload._proc, 'read_link_or_raise', fake.read_link)
     monkeypatch.setattr(_uwsgi_reload._proc, 'read_environ_or_raise', fake.read_environ)
+    monkeypatch.setattr(_uwsgi_reload._proc, 'process_owner', fake.process_owner)
     monkeypatch.setattr(_uwsgi_reload._proc, 'read_text',
                         lambda path: '[uwsgi]\nlazy-apps = %s\n' % ('true' if fake.lazy else 'false'))
     monkeypatch.setattr(_uwsgi_reload.os, 'kill', fake.kill)
@@ -288,8 +296,8 @@ def test_a_fifo_in_place_of_the_pidfile_fails_at_once(instance):
 def test_master_death_fails_at_once(instance):
     original = instance.fifo_command
 
-    def die(path, command):
-        original(path, command)
+    def die(path, command, service):
+        original(path, command, service)
         instance.alive = False
 
     _uwsgi.fifo_command = die
@@ -299,7 +307,7 @@ def test_master_death_fails_at_once(instance):
 
 
 def test_timeout_names_workers_left_behind(instance):
-    _uwsgi.fifo_command = lambda path, command: None  # the instance ignores the command
+    _uwsgi.fifo_command = lambda path, command, service: None  # the instance ignores the command
     kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'timeout': 0.01, 'poll_interval': 0.01})
     assert kind is AnsibleFailJson
     assert 'chain reload not complete after timeout=0.01s' in result['msg']
@@ -389,3 +397,101 @@ def test_a_visible_environment_without_lazy_apps_is_still_refused(hidden, monkey
     kind, result = run({'master_fifo': hidden.fifo, 'stats': '/run/stats.sock'})
     assert kind is AnsibleFailJson and 'mode=chain needs lazy-apps' in result['msg']
     assert hidden.owner_reads == [] and hidden.fifo_commands == []
+
+
+# ---------------------------------------------------------------- whose control files are trusted
+
+def master_of_another_user(instance, path):
+    """Make the master's user neither root nor the owner of ``path`` (given away to a third user when running as
+    root): ``path`` is then a file someone else put in the instance's directory."""
+    if os.geteuid() == 0:
+        os.chown(path, 4321, 4321)
+    instance.master_uid = 4322 if os.geteuid() == 0 else os.geteuid() + 1
+    return _uwsgi.describe_uid(os.stat(path).st_uid)
+
+
+def test_the_fifo_is_trusted_as_the_user_of_the_proven_master(instance):
+    instance.master_uid = 4322
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']  # the FIFO is the test runner's: root's, or the master's own
+    (service,) = instance.services
+    assert service.uid == 4322 and service.source == 'the user of the uWSGI master, pid %d' % MASTER
+
+
+@pytest.mark.parametrize('option', ['master_fifo', 'touch_file'])
+def test_a_control_file_of_another_user_than_the_masters_is_refused(instance, option):
+    path = instance.fifo if option == 'master_fifo' else instance.touch
+    os.utime(instance.touch, (1, 1))
+    owner = master_of_another_user(instance, path)
+    kind, result = run({option: path, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == '%s=%s: owned by %s, neither root nor %s (the user of the uWSGI master, pid %d)' % (
+        option, path, owner, _uwsgi.describe_uid(instance.master_uid), MASTER)
+    assert instance.fifo_commands == [] and instance.kills == [] and os.stat(instance.touch).st_mtime == 1
+
+
+def test_without_a_proven_master_the_owner_of_the_directory_stands_for_the_instances_user(instance):
+    kind, result = run({'master_fifo': instance.fifo, 'wait': False})
+    assert kind is AnsibleExitJson, result['msg']
+    (service,) = instance.services
+    assert service.uid == os.stat(str(instance.tmp)).st_uid
+    assert service.source == ('the owner of %s; with no uWSGI master proven through stats or pidfile, the directory\'s '
+                              'owner stands for the instance\'s user' % instance.tmp)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a FIFO and its directory to two other users needs root')
+def test_without_a_proven_master_a_fifo_of_another_user_than_the_directorys_is_refused(instance):
+    os.chown(instance.fifo, 4321, 4321)
+    os.chown(str(instance.tmp), 4322, 4322)
+    kind, result = run({'master_fifo': instance.fifo, 'wait': False})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == (
+        'master_fifo=%s: owned by uid 4321, neither root nor uid 4322 (the owner of %s; with no uWSGI master proven '
+        'through stats or pidfile, the directory\'s owner stands for the instance\'s user)' % (instance.fifo, instance.tmp))
+    assert instance.fifo_commands == []
+
+
+def test_a_pidfile_of_another_user_than_the_masters_is_never_signalled(instance):
+    owner = master_of_another_user(instance, instance.pidfile)
+    kind, result = run({'pidfile': instance.pidfile, 'mode': 'graceful', 'wait': False})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == (
+        'pidfile=%s is owned by %s but names pid %d (%s), a uWSGI master running as %s: a pidfile names a master of '
+        'its own user, or is root\'s; nothing was signalled'
+        % (instance.pidfile, owner, MASTER, ' '.join(UWSGI_ARGV), _uwsgi.describe_uid(instance.master_uid)))
+    assert instance.kills == []
+
+
+def test_a_fifo_refusal_is_not_retried_but_a_missing_reader_is(monkeypatch):
+    calls = []
+
+    def refuse(path, command, service):
+        calls.append(path)
+        raise _uwsgi.UwsgiError('master_fifo=%s: not a FIFO (a symbolic link, not followed)' % path)
+
+    monkeypatch.setattr(_uwsgi, 'fifo_command', refuse)
+    with pytest.raises(_uwsgi.UwsgiError):
+        _uwsgi_reload.send_fifo('/run/app/master.fifo', 'c', None)
+    assert calls == ['/run/app/master.fifo']
+
+    def not_ready(path, command, service):
+        calls.append(path)
+        if len(calls) < 4:
+            raise _uwsgi.NotReady('master_fifo=%s: no process reads this FIFO' % path)
+
+    monkeypatch.setattr(_uwsgi, 'fifo_command', not_ready)
+    monkeypatch.setattr(_uwsgi_reload.time, 'sleep', lambda seconds: None)
+    _uwsgi_reload.send_fifo('/run/app/master.fifo', 'c', None)
+    assert len(calls) == 4
+
+
+def test_a_directory_closed_to_this_user_is_named_as_such(instance, monkeypatch):
+    def closed(path, *args, **kwargs):
+        raise OSError(errno.EACCES, 'Permission denied', path)
+
+    monkeypatch.setattr(_uwsgi_reload.os, 'stat', closed)
+    kind, result = run({'master_fifo': instance.fifo, 'wait': False})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == ('master_fifo=%s: permission denied (a directory on the way is closed to this user)'
+                             % instance.fifo)
+    assert instance.fifo_commands == []

@@ -9,6 +9,7 @@ __metaclass__ = type
 import os
 import re
 import socket
+import stat
 
 import pytest
 
@@ -182,11 +183,10 @@ def make_emperor(tmp_path, monkeypatch):
         directory = tmp_path / 'vassals'
         directory.mkdir()
         lock_dir = tmp_path / 'lock'
-        lock_dir.mkdir()
         fake = Emperor(directory, **kwargs)
         monkeypatch.setattr(_emperor_reload, 'time', FakeTime(fake))
         monkeypatch.setattr(_emperor, 'time', FakeTime(fake))
-        monkeypatch.setattr(_emperor_reload, 'LOCK_DIRS', (str(lock_dir),))
+        monkeypatch.setattr(_emperor_reload, 'lock_directories', lambda: (str(lock_dir),))
         monkeypatch.setattr(_uwsgi, 'read_json_document', fake.document)
         monkeypatch.setattr(_emperor._proc, 'child_pids', fake.children)
         monkeypatch.setattr(_emperor.Fleet, 'unsubscribe',
@@ -318,6 +318,32 @@ def test_a_fifo_planted_as_the_lock_fails_at_once_naming_it(emperor, check_mode)
     assert failed and result['msg'] == 'path=%s: is a FIFO, not a lock file' % path
     assert result['lock_path'] == path
     assert emperor.clock == 0.0 and mtimes(emperor) == before
+
+
+def test_the_lock_lives_in_a_private_directory_made_by_the_run_and_not_by_its_check_mode(emperor, tmp_path):
+    lock_dir = tmp_path / 'lock'
+    result, failed = run(emperor, _ansible_check_mode=True)
+    assert not failed and result['lock_path'] == str(lock_dir / os.path.basename(result['lock_path']))
+    assert not lock_dir.exists()
+    result, failed = run(emperor)
+    assert not failed
+    status = os.lstat(str(lock_dir))
+    assert stat.S_ISDIR(status.st_mode) and stat.S_IMODE(status.st_mode) == 0o700 and status.st_uid == os.geteuid()
+    assert os.path.dirname(result['lock_path']) == str(lock_dir)
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_a_lock_directory_made_a_symlink_fails_the_run_and_touches_nothing(emperor, tmp_path, check_mode):
+    """Had someone made the lock's directory a symlink (to root's /etc, say), no lock file is made there."""
+    target = tmp_path / 'etc'
+    target.mkdir(mode=0o700)
+    (tmp_path / 'lock').symlink_to(target)
+    before = mtimes(emperor)
+    result, failed = run(emperor, _ansible_check_mode=check_mode)
+    assert failed
+    assert result['msg'] == ('lock directory %s: is a symbolic link, never followed; not used, and left as it is'
+                             % (tmp_path / 'lock'))
+    assert list(target.iterdir()) == [] and mtimes(emperor) == before and emperor.clock == 0.0
 
 
 @pytest.mark.parametrize('args, message', [
