@@ -34,13 +34,13 @@ __metaclass__ = type
 import errno
 import json
 import os
-import pwd
 import re
 import socket
 import stat
 import struct
 import time
 
+from ansible_collections.graceful.wsgi.plugins.module_utils._proc import describe_user as describe_uid
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline
 
 FIFO_COMMANDS = {
@@ -94,16 +94,6 @@ class ServiceUser(object):
 
     def describe(self):
         return '%s (%s)' % (describe_uid(self.uid), self.source)
-
-
-def describe_uid(uid):
-    """'root', 'nobody (uid 65534)' or 'uid 4321' for a uid without a name."""
-    if uid == 0:
-        return 'root'
-    try:
-        return '%s (uid %d)' % (pwd.getpwuid(uid).pw_name, uid)
-    except KeyError:
-        return 'uid %d' % uid
 
 
 def ownership_problem(status, service):
