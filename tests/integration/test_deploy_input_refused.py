@@ -85,13 +85,19 @@ CASES = {
 }
 
 
+def community_sites() -> list[str]:
+    """Where community.general (the archive module) is: in this interpreter's site-packages, which come with the
+    ansible package, or, for a compat venv that holds ansible-core alone, in the project's venv."""
+    candidates = [Path(entry) for entry in sys.path if entry] + sorted((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+    return [str(site) for site in candidates if (site / "ansible_collections" / "community" / "general").is_dir()][:1]
+
+
 def run(action: str, extra: dict, workdir: Path) -> subprocess.CompletedProcess[str]:
     inventory = workdir / "inventory.ini"
     inventory.write_text(INVENTORY)
     env = dict(
         os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
-        # community.general (the archive module) comes with the ansible package, in site-packages.
+        ANSIBLE_COLLECTIONS_PATH=os.pathsep.join([str(COLLECTIONS)] + community_sites()),
         ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="True",
         ANSIBLE_NOCOLOR="True",
         ANSIBLE_FORCE_COLOR="False",
@@ -135,11 +141,13 @@ def test_bad_input_is_refused_before_the_lock_naming_it(tmp_path: Path, case: st
     completed = run(action, {"graceful_src": str(source), **extra}, tmp_path)
     output = completed.stdout + completed.stderr
     flat = re.sub(r"\s+", " ", output)
+    # ansible-core 2.17 and 2.18 print a failed loop item as one line of JSON, its quotes and backslashes escaped.
+    unescaped = flat.replace("\\\\", "\\").replace('\\"', '"')
 
     # A failed task: exit code 2 (an unreachable host would make it 4).
     assert completed.returncode == 2, output
     for text in expected:
-        assert text in flat, output
+        assert text in flat or text in unescaped, output
     # Only the controller's start play ran: no host was contacted, so no lock was taken on the lock host.
     assert recap_hosts(output) == ["localhost"], output
     assert "UNREACHABLE" not in output, output
