@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ansible_runner import PlaybookRunner
+
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build" / "collections"
 BIN = Path(sys.executable).parent
@@ -95,18 +97,14 @@ def community_sites() -> list[str]:
 def run(action: str, extra: dict, workdir: Path) -> subprocess.CompletedProcess[str]:
     inventory = workdir / "inventory.ini"
     inventory.write_text(INVENTORY)
-    env = dict(
-        os.environ,
+    # The support runner's environment (collections, interpreter, local temp), with the deploy's differences.
+    env = PlaybookRunner(COLLECTIONS, workdir).env()
+    env.update(
         ANSIBLE_COLLECTIONS_PATH=os.pathsep.join([str(COLLECTIONS)] + community_sites()),
         ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="True",
-        ANSIBLE_NOCOLOR="True",
         ANSIBLE_FORCE_COLOR="False",
-        ANSIBLE_RETRY_FILES_ENABLED="False",
         ANSIBLE_HOST_KEY_CHECKING="False",
         ANSIBLE_TIMEOUT="3",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_LOCAL_TEMP=str(workdir / "tmp"),
         # The controller's caches (sources, wheelhouses, git) land here, where the test can see what was left.
         XDG_CACHE_HOME=str(workdir / "cache"),
     )
