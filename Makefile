@@ -102,7 +102,9 @@ FLEET_SCENARIOS := uwsgi gunicorn rollout rollout_haproxy emperor django
 fleet-image: deps
 	tests/fleet/testbed image
 
-# The rollout_haproxy scenario runs some playbooks with the compat venvs' ansible-core (2.17, 2.18).
+# The rollout_haproxy scenario runs some playbooks with the compat venvs' ansible-core (2.17, 2.18). The rollout
+# scenario runs some through ansible-runner, from the collection's tarball installed beside ansible-core alone with
+# the collections galaxy.yml declares (tests/publish/install_core_only.py).
 molecule: venv compat-venvs $(COLLECTION_LINK)
 	@image=$$(tests/fleet/testbed image); \
 	for lock in requirements/core-*.txt; do \
@@ -110,6 +112,7 @@ molecule: venv compat-venvs $(COLLECTION_LINK)
 	  export GRACEFUL_CORE_$$(echo $${core#core-} | tr . _)=$(CURDIR)/$(BUILD)/venv-$$core-$$(sha256sum $$lock | cut -c1-8)/bin/ansible-playbook; \
 	done; \
 	export GRACEFUL_COLLECTIONS_SITE=$$($(BIN)/python -c 'import ansible_collections.community.docker as c, os; print(os.path.abspath(os.path.join(c.__path__[0], "../../..")))'); \
+	runner_env=$$($(BIN)/python tests/publish/install_core_only.py $(BUILD)); export $$runner_env; \
 	for scenario in $(FLEET_SCENARIOS); do \
 	  echo "== molecule $$scenario on $$image"; started=$$(date +%s); \
 	  GRACEFUL_FLEET_IMAGE=$$image $(BIN)/molecule test --scenario-name $$scenario; \

@@ -10,6 +10,7 @@ __metaclass__ = type
 # on the controller before the deploy lock, so bad input stops the run before any host is touched. Each filter is
 # documented in a file of its name beside this one.
 
+import json
 import os
 import posixpath
 import re
@@ -23,7 +24,7 @@ from ansible.module_utils.six import string_types
 
 try:
     from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 except ImportError:  # pragma: no cover - ansible-core requires packaging
     Requirement = None
 
@@ -354,6 +355,48 @@ def requirements_check(path, root=None, extra_packages=None, extra_option='extra
     return dict(hashed=hashed, refused=reading.refused, names=sorted(reading.names), extra_packages=build)
 
 
+# -- wheels -------------------------------------------------------------------------------------------------------
+
+
+def wheel_mismatch(wheels, host_python, builder_version='', host_python_path='release_python',
+                   builder_path='release_controller_python', pip_message=''):
+    """Why pip refused the wheelhouse on a host, naming both Pythons: the wheels (paths or names) none of whose tags
+    the host's Python accepts. ``host_python``: {version, tags} as the host's Python printed them (packaging's
+    sys_tags), or the text it printed. ``builder_version``: the version of the Python that built the wheelhouse."""
+    if Requirement is None:  # pragma: no cover
+        raise AnsibleFilterError('wheel_mismatch needs the packaging library on the controller')
+    if isinstance(host_python, string_types):
+        try:
+            host_python = json.loads(host_python)
+        except ValueError:
+            host_python = {}
+    if not isinstance(host_python, dict):
+        host_python = {}
+    accepted = set(host_python.get('tags') or [])
+    host_version = host_python.get('version') or 'unknown (it did not run)'
+    refused = []
+    for wheel in wheels or []:
+        name = posixpath.basename(str(wheel))
+        try:
+            tags = parse_wheel_filename(name)[3]
+        except InvalidWheelFilename:
+            refused.append('%s (not a wheel file name)' % name)
+            continue
+        if not accepted or not any(str(tag) in accepted for tag in tags):
+            refused.append(name)
+    builder = 'Python %s' % builder_version if builder_version else 'a Python that could not be asked'
+    if refused and accepted:
+        return ('the wheelhouse was built by %s (%s) and holds wheels the host\'s %s (Python %s) cannot install: %s. '
+                'Build it with the Python the hosts run: set release_controller_python to a Python %s on the '
+                'controller (or in the execution environment)' % (
+                    builder_path, builder, host_python_path, host_version, ', '.join(sorted(refused)),
+                    '.'.join(host_version.split('.')[:2])))
+    return ('pip could not install the wheelhouse built by %s (%s) with the host\'s %s (Python %s): %s' % (
+        builder_path, builder, host_python_path, host_version, re.sub(r'\s+', ' ', str(pip_message)).strip()[-600:]
+        or 'no message'))
+
+
 class FilterModule:
     def filters(self):
-        return {'source_links': source_links, 'requirements_check': requirements_check}
+        return {'source_links': source_links, 'requirements_check': requirements_check,
+                'wheel_mismatch': wheel_mismatch}

@@ -12,7 +12,7 @@ DOCUMENTATION = r'''
 module: static_files
 short_description: Merge the static assets of a release into shared directories that keep every present release's
   files
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Copies the static assets of a release (for Django, C(STATIC_ROOT) as filled by C(collectstatic)) from
     C(<app_root>/releases/<release>/<directory>) into one shared directory per URL prefix,

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: uwsgi_vassals_reload
 short_description: Reload the vassals of a uWSGI Emperor behind a FastRouter, keeping a floor of serving vassals
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reloads the vassals of a uWSGI Emperor whose vassals subscribe to a FastRouter (the subscription system that
     the uWSGI docs call probably the best approach to graceful reloading). Each vassal is reloaded by moving its

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import io
+import json
 import os
 import stat
 import tarfile
@@ -264,3 +265,46 @@ def test_a_long_line_is_shortened_in_the_message(tmp_path):
     line = 'https://example.com/' + 'x' * 300
     refused = check(tmp_path, line + '\n')['refused'][0]
     assert line not in refused and '...' in refused and len(refused) < 250
+
+
+# -- wheel_mismatch ---------------------------------------------------------------------------------------------------
+
+HOST_311 = {'version': '3.11.2', 'tags': ['cp311-cp311-manylinux_2_17_x86_64', 'cp311-abi3-manylinux_2_17_x86_64',
+                                          'py3-none-any', 'py311-none-any']}
+CP312_WHEEL = '/cache/ab12/MarkupSafe-2.1.5-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl'
+PURE_WHEEL = '/cache/ab12/idna-3.7-py3-none-any.whl'
+
+
+def test_a_wheel_for_another_python_is_named_with_both_python_versions():
+    message = source.wheel_mismatch([CP312_WHEEL, PURE_WHEEL], HOST_311, '3.12.1', '/usr/bin/python3', '/opt/py312/bin/python')
+    assert 'MarkupSafe-2.1.5-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl' in message
+    assert 'idna' not in message
+    assert "host's /usr/bin/python3 (Python 3.11.2)" in message
+    assert 'built by /opt/py312/bin/python (Python 3.12.1)' in message
+    assert 'set release_controller_python to a Python 3.11' in message
+
+
+def test_the_host_python_may_come_as_the_json_it_printed():
+    message = source.wheel_mismatch([CP312_WHEEL], json.dumps(HOST_311), '3.12.1')
+    assert 'cannot install: MarkupSafe' in message
+
+
+def test_a_wheel_any_of_whose_compressed_tags_matches_is_accepted():
+    abi3 = '/cache/cryptography-42.0.0-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl'
+    host = dict(HOST_311, tags=HOST_311['tags'] + ['cp39-abi3-manylinux2014_x86_64'])
+    message = source.wheel_mismatch([abi3, PURE_WHEEL], host, '3.11.2', pip_message='ERROR: disk full\n  later line')
+    assert message.startswith('pip could not install the wheelhouse')
+    assert message.endswith('ERROR: disk full later line')
+
+
+@pytest.mark.parametrize('host_python', ['', 'Traceback: no module named packaging', None, ['x']])
+def test_a_host_python_that_could_not_be_asked_still_gives_pip_s_message(host_python):
+    message = source.wheel_mismatch([CP312_WHEEL], host_python, '', pip_message='not a supported wheel on this platform')
+    assert 'Python unknown (it did not run)' in message
+    assert 'a Python that could not be asked' in message
+    assert message.endswith('not a supported wheel on this platform')
+
+
+def test_a_file_that_is_no_wheel_name_is_named():
+    message = source.wheel_mismatch(['/cache/notes.whl'], HOST_311, '3.11.2')
+    assert 'notes.whl (not a wheel file name)' in message
