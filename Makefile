@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha25
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git haproxy
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help test demo demo-clean deps debian-deps venv lint sanity units integration compat compat-venvs molecule fleet-image benchmark lock clean
+.PHONY: help test demo demo-clean deps debian-deps venv lint sanity publish-check ee-check units integration compat compat-venvs molecule fleet-image benchmark lock clean
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -25,7 +25,7 @@ help:
 	@echo "make demo   - build a local fleet (3 app hosts + nginx), deploy the demo app v1, then v2 under load; print the report"
 	@echo "make test   - install what is missing, then lint, sanity, unit, integration, compat tests and the molecule fleet scenarios"
 
-test: deps lint sanity units integration compat molecule
+test: deps lint sanity publish-check ee-check units integration compat molecule
 	@echo "make test: all green"
 
 # The fleet stays up after the demo (curl http://127.0.0.1:18400/); make demo-clean removes it.
@@ -67,6 +67,17 @@ sanity: venv
 	$(BIN)/python .ci/ansible_test_pip_bootstrap.py
 	cd $(SANITY_ROOT) && $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --color no
 	rm -rf $(SANITY_TOP)
+
+# The tarball Galaxy / Automation Hub get: built from the tracked files with caches planted, members and size
+# checked, imported by galaxy-importer (its own venv from requirements/galaxy-importer.txt).
+publish-check: venv
+	$(BIN)/python tests/publish/check_collection.py
+
+# The AWX side: the execution environment's build context (ansible-builder create from its own venv, offline,
+# no image) and the survey in step with the rollout role's argument specs.
+ee-check: venv
+	$(BIN)/python tests/publish/check_execution_environment.py
+	$(BIN)/python tests/publish/awx_survey.py --check
 
 units: venv
 	PYTHONPATH=$(BUILD)/collections $(PYTEST) -q tests/unit

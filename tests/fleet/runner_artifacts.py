@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Check what ansible-runner left of a run, as AWX reads it: rc, status, the set_stats data and the job events.
 
 The artifacts directory is PRIVATE_DATA_DIR/artifacts/IDENT. Checks, each failing with what it found:
@@ -49,7 +48,7 @@ def check_rollout(artifact: dict, events: list, args) -> dict:
     if sorted(reports) != sorted(args.hosts):
         fail('graceful_rollout.hosts names %s, expected %s' % (sorted(reports), sorted(args.hosts)))
     for pair in filter(None, (args.results or '').split(',')):
-        host, _, result = pair.partition('=')
+        host, result = pair.split('=', 1)
         if reports[host].get('result') != result:
             fail('graceful_rollout: %s is %r, expected %r (%r)' % (host, reports[host].get('result'), result, reports[host]))
     batch_lines = [event['event_data'].get('res', {}).get('msg', '') for event in events
@@ -71,7 +70,7 @@ def check_status(statuses: list, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('artifacts', type=Path)
     parser.add_argument('--rc', type=int, required=True)
     parser.add_argument('--key', choices=['graceful_rollout', 'graceful_status'], required=True)

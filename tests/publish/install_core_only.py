@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Install the collection as an AWX execution environment or a new user gets it, for the fleet tests to run.
 
 * A venv with ansible-core and ansible-runner only (requirements/runner.txt) plus the execution environment's Python
@@ -37,12 +36,13 @@ STEP_SECONDS = 600
 def run(argv, **kwargs):
     """Run one step, bounded; a failure names the step and shows its output."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_SECONDS, stdin=subprocess.DEVNULL, **kwargs)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_SECONDS, stdin=subprocess.DEVNULL,
+                              check=False, **kwargs)
     except subprocess.TimeoutExpired:
         sys.exit('install_core_only: %s did not finish within %d s' % (' '.join(map(str, argv)), STEP_SECONDS))
     if done.returncode != 0:
-        sys.exit('install_core_only: %s failed (exit %d):\n%s%s' % (' '.join(map(str, argv)), done.returncode,
-                                                                   done.stdout[-3000:], done.stderr[-3000:]))
+        sys.exit('install_core_only: %s failed (exit %d):\n%s%s' % (
+            ' '.join(map(str, argv)), done.returncode, done.stdout[-3000:], done.stderr[-3000:]))
     return done.stdout
 
 
@@ -125,8 +125,8 @@ def main() -> None:
         env=env)
     listed = run([str(venv / 'bin' / 'ansible-galaxy'), 'collection', 'list', '--format', 'json', '-p', str(collections)],
                  env=env)
-    installed = sorted(name for where, found in json.loads(listed).items() if where.startswith(str(collections))
-                       for name in found)
+    installed = sorted(name for where, found in json.loads(listed).items()
+                       if where.startswith(str(collections)) for name in found)
     expected = sorted(['graceful.wsgi'] + list(declared_dependencies()))
     if installed != expected:
         sys.exit('install_core_only: %s holds %s; expected %s' % (collections, installed, expected))
