@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+# The copy of the tracked files that publish-check builds from (this directory is on sys.path when run as a script).
+from check_collection import CheckFailed, copy_tree, tracked_files
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -91,17 +93,10 @@ def build_tarball(venv: Path, output: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix='graceful-wsgi-build-') as scratch:
         tree = Path(scratch) / 'wsgi'
         tree.mkdir()
-        files = run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=REPO).split('\0')
-        for name in filter(None, files):
-            source = REPO / name
-            if not os.path.lexists(source):
-                continue
-            target = tree / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_symlink():
-                os.symlink(os.readlink(source), target)
-            else:
-                shutil.copy2(source, target)
+        try:
+            copy_tree(tracked_files(), tree)
+        except CheckFailed as exc:
+            sys.exit('install_core_only: %s' % exc)
         output.mkdir(parents=True, exist_ok=True)
         for old in output.glob('graceful-wsgi-*.tar.gz'):
             old.unlink()
