@@ -393,6 +393,31 @@ def start_ticks(pid, proc_root=None):
         return None
 
 
+def titled_processes(prefix, proc_root=None):
+    """{pid: start ticks} of the processes whose command line, its arguments joined by spaces, starts with ``prefix``.
+
+    For programs that set their process title, as nginx names its workers ``nginx: worker process``. The start time
+    tells a process from a later one given the same PID.
+    """
+    found = {}
+    for name in os.listdir(proc_root or PROC):
+        if not name.isdigit():
+            continue
+        info = read_process(int(name), proc_root)
+        if info is None or not ' '.join(info.cmdline).startswith(prefix):
+            continue
+        ticks = start_ticks(info.pid, proc_root)
+        if ticks is not None:
+            found[info.pid] = ticks
+    return found
+
+
+def still_running(processes, proc_root=None):
+    """The PIDs of ``processes`` ({pid: start ticks}) that still run: same PID, same start time, not a zombie."""
+    return sorted(pid for pid, ticks in processes.items()
+                  if is_alive(pid, proc_root) and start_ticks(pid, proc_root) == ticks)
+
+
 def parse_uptime(text):
     """Seconds since boot from the text of /proc/uptime."""
     return float(text.split()[0])
