@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha25
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git haproxy
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help test demo demo-clean deps debian-deps venv lint sanity publish-check ee-check units integration compat compat-venvs molecule fleet-image benchmark lock clean
+.PHONY: help test demo demo-clean deps debian-deps venv lint sanity publish-check ee-check units integration compat compat-venvs molecule fleet-image benchmark benchmark-deploy lock clean
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -30,11 +30,10 @@ test: deps lint sanity publish-check ee-check units integration compat molecule
 
 # The fleet stays up after the demo (curl http://127.0.0.1:18400/); make demo-clean removes it.
 demo: deps $(COLLECTION_LINK)
-	@image=$$(tests/fleet/testbed image); \
-	GRACEFUL_FLEET_IMAGE=$$image $(BIN)/molecule test --scenario-name demo
+	$(BIN)/python demo/run.py
 
 demo-clean: venv
-	GRACEFUL_FLEET_IMAGE=unused $(BIN)/molecule destroy --scenario-name demo
+	$(BIN)/python demo/run.py --clean
 
 deps: debian-deps venv
 
@@ -132,6 +131,11 @@ molecule: venv compat-venvs $(COLLECTION_LINK)
 
 benchmark: venv
 	$(BIN)/python benchmarks/reload.py
+
+# graceful.wsgi.deploy on a fleet of the test bed under load, against the physical limit (BENCH_ARGS="--hosts 12").
+BENCH_ARGS ?=
+benchmark-deploy: venv $(COLLECTION_LINK)
+	$(BIN)/python benchmarks/deploy.py $(BENCH_ARGS)
 
 lock:
 	$(PYTHON) -m venv $(BUILD)/lock && $(BUILD)/lock/bin/pip install --quiet -r requirements/dev.in

@@ -10,7 +10,7 @@
         completed. Prints one JSON document.
 
     python3 tests/fleet/probe.py lb --url http://127.0.0.1:18300 --marks DIR --expect-release v2[,v1] [--forbid-release v4]
-                                    [--check-assets [--asset-every 5]]
+                                    [--check-assets [--asset-every 5]] [--timeline FILE]
         Real HTTP load through a load balancer while a playbook runs (deploy, rollback, ...). Writes DIR/warm once
         it answers, runs until DIR/done (written by the caller when the playbook ended) plus 2 s, and exits 1
         unless 0 requests failed, slow requests completed throughout, every answer started after DIR/done came
@@ -331,8 +331,19 @@ def run_lb(args) -> int:
         if not report["asset_checks"]:
             problems.append("--check-assets: no answer named an asset, so no asset was checked")
     report["problems"] = problems
+    if args.timeline:
+        write_timeline(Path(args.timeline), result, done)
     print(json.dumps(report, indent=1))
     return 1 if problems else 0
+
+
+def write_timeline(path: Path, result, done: float | None) -> None:
+    """Every response of the load as [start, seconds, ok, release, slow] rows, start in epoch seconds (the deploy's
+    marks are epoch seconds too), for benchmarks/deploy.py's timeline picture."""
+    to_epoch = time.time() - time.monotonic()
+    rows = [[round(r.t_start + to_epoch, 4), round(r.t_end - r.t_start, 4), r.ok, r.release, r.kind == "slow"]
+            for r in result.responses]
+    path.write_text(json.dumps({"done": None if done is None else round(done + to_epoch, 4), "responses": rows}))
 
 
 def fetch(url: str, timeout: float):
@@ -425,6 +436,7 @@ def main(argv=None) -> int:
     balancer.add_argument("--request-timeout", type=float, default=None,
                           help="seconds a request may wait for its answer (default: slow seconds + 60); a paused "
                                "load balancer holds requests until it runs again")
+    balancer.add_argument("--timeline", default="", help="write every response (epoch start, seconds, ok, release) here")
     balancer.add_argument("--check-assets", action=argparse.BooleanOptionalAction, default=False,
                           help="fetch the asset each checked answer names, through the same URL: it must answer 200 "
                                "naming the page's release (a failure is an 'asset skew' failed request)")

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Deploy benchmark: graceful.wsgi.deploy on a fleet of the test bed, under load, against the physical limit.
+
+    python3 benchmarks/deploy.py [--hosts 6] [--serial 3] [--server uwsgi|gunicorn] [--keep] [--workdir DIR]
+    make benchmark-deploy [BENCH_ARGS="--hosts 12"]
+
+Builds --hosts Debian 12 app hosts and an nginx load balancer as systemd containers of the test bed, reached over
+SSH as a user's fleet is (molecule/shared/ssh_create.yml), deploys the demo app v1, then runs three deploys, each
+under a real HTTP load through the load balancer (tests/fleet/probe.py lb: fresh connections, slow requests in
+flight, 0 failed required):
+
+  one     v2 to one host (graceful_app_group one), a batch of 1 host;
+  three   v2 to four more hosts in batches of 3: a batch of 3 hosts, then one of 1 (skipped with fewer than 5
+          hosts);
+  all     v3 to every host, --serial hosts per batch.
+
+It prints, side by side in one run:
+  - per host and step of the "all" deploy, the time and the physical limit of the host's turn: the load balancer's
+    longest in-flight request at the drain (nginx_server's wait for its old workers), the reload module's own
+    elapsed and the health gate's time;
+  - per batch, its time; the staging's time; the total;
+  - the ratios against the targets: critical path / limit <= 2 per host, a batch of 3 <= 1.3 x a batch of 1,
+    the whole deploy <= staging + batches x (a batch of 3) x 1.1, staging every host <= 2 x staging one host.
+It writes WORKDIR/deploy-timeline.png (the "all" deploy) and WORKDIR/deploy-benchmark.json, and removes the fleet
+unless --keep. Exit status 1 when a deploy failed or a request failed; the targets are figures, not a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import _timeline  # noqa: E402  (path set just above)
+
+SCENARIO = "bench-deploy"
+LB_PORT = 18600
+RELEASES = (("v1", "3.7"), ("v2", "3.10"), ("v3", "3.11"))
+SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR"
+# A deploy of a dozen hosts under load on two cores takes minutes; this bounds a hung one.
+DEPLOY_TIMEOUT = 1800
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(argv: list[str], timeout: float, env: dict[str, str] | None = None, capture: bool = False) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, cwd=REPO, env=env, timeout=timeout, text=True, check=False,
+                              stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"benchmark: {' '.join(argv[:3])} ... did not finish within {timeout:.0f} s")
+
+
+class Fleet:
+    """The containers, the inventory and the environment the playbooks run with (make demo's fleet too)."""
+
+    def __init__(self, workdir: Path, hosts: int, server: str, name: str = SCENARIO, prefix: str = "bench",
+                 lb_port: int = LB_PORT):
+        self.workdir = workdir
+        self.name = name
+        self.hosts = [f"{prefix}-app{i}" for i in range(1, hosts + 1)]
+        self.lb = f"{prefix}-lb"
+        self.lb_port = lb_port
+        self.server = server
+        self.inventory = workdir / "inventory.json"
+        self.releases = workdir / "releases"
+        bin_dir = REPO / ".venv" / "bin"
+        self.env = dict(os.environ,
+                        PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+                        ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"),
+                        ANSIBLE_PIPELINING="true", ANSIBLE_HOST_KEY_CHECKING="false",
+                        ANSIBLE_FORKS=str(max(50, hosts + 5)), ANSIBLE_NOCOLOR="1",
+                        ANSIBLE_SSH_CONTROL_PATH_DIR=str(workdir / "cp"))
+        self.playbook = str(bin_dir / "ansible-playbook")
+
+    def platforms(self) -> list[dict]:
+        return ([{"name": name, "groups": ["app"]} for name in self.hosts]
+                + [{"name": self.lb, "groups": ["lb"], "published_ports": [f"127.0.0.1:{self.lb_port}:80"]}])
+
+    def molecule_vars(self) -> dict:
+        # An inventory naming localhost would make it an explicit host, whose Python is discovered: the implicit
+        # localhost of the deploys runs the controller's own, as this one does.
+        return {"ansible_python_interpreter": str(REPO / ".venv" / "bin" / "python"),
+                "molecule_yml": {"platforms": self.platforms()}, "molecule_scenario_name": self.name,
+                "molecule_ephemeral_directory": str(self.workdir),
+                "molecule_instance_config": str(self.workdir / "instance_config.yml")}
+
+    def create(self, image: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "cp").mkdir(exist_ok=True)
+        env = dict(self.env, GRACEFUL_FLEET_IMAGE=image, ANSIBLE_STDOUT_CALLBACK="graceful.wsgi.progress")
+        result = run([self.playbook, str(REPO / "molecule/shared/ssh_create.yml"),
+                      "-e", json.dumps(self.molecule_vars())], 600, env, capture=True)
+        if result.returncode:
+            sys.exit(f"{self.name}: the fleet could not be created (molecule/shared/ssh_create.yml failed):\n"
+                     f"{result.stdout[-2000:]}{result.stderr[-1000:]}")
+
+    def write_inventory(self) -> None:
+        import yaml  # the venv's (ansible-core's dependency)
+
+        instances = {item["instance"]: item for item in yaml.safe_load((self.workdir / "instance_config.yml").read_text())}
+
+        def host(name: str) -> dict:
+            item = instances[name]
+            return {"ansible_host": item["address"], "ansible_user": item["user"],
+                    "ansible_private_key_file": item["identity_file"], "ansible_ssh_common_args": SSH_ARGS}
+
+        # Four hosts, so that a batch of 3 leaves one of them serving (the rollout refuses a batch of the whole group).
+        three = self.hosts[1:5] if len(self.hosts) >= 5 else []
+        inventory = {"all": {
+            "vars": {"graceful_app": "demo", "graceful_server": self.server, "graceful_lb": "nginx",
+                     "graceful_health_timeout": 15,
+                     "release_wheelhouse_cache": str(REPO / ".build" / "wheelhouses")},
+            "children": {
+                "app": {"hosts": {name: host(name) for name in self.hosts}},
+                "lb": {"hosts": {self.lb: host(self.lb)}},
+                # The batches of one and of three: deploys whose graceful_app_group is a part of the fleet.
+                "one": {"hosts": {self.hosts[0]: {}}},
+                "three": {"hosts": {name: {} for name in three}},
+            }}}
+        self.inventory.write_text(json.dumps(inventory, indent=1))
+
+    def destroy(self) -> None:
+        run([self.playbook, str(REPO / "molecule/shared/ssh_destroy.yml"),
+             "-e", json.dumps(self.molecule_vars())], 300, self.env, capture=True)
+
+    def make_releases(self, releases=RELEASES) -> None:
+        for release, idna in releases:
+            target = self.releases / release
+            if not (target / "static").exists():
+                result = run([sys.executable, str(REPO / "demo/make_release.py"), str(target), "--release", release,
+                              "--idna", idna], 300, self.env, capture=True)
+                if result.returncode:
+                    sys.exit(f"benchmark: demo/make_release.py {release} failed: {result.stderr.strip()[-500:]}")
+
+    def deploy(self, release: str, extra: dict, stream: bool = False) -> tuple[dict, float]:
+        """(the run's graceful_rollout report, its wall time) of a deploy of ``release``, its output in the
+        collection's progress callback: on the terminal with ``stream``, else in WORKDIR/deploy-RELEASE.log."""
+        report_path = self.workdir / f"report-{release}.json"
+        report_path.unlink(missing_ok=True)
+        log_path = self.workdir / f"deploy-{release}.log"
+        env = dict(self.env, ANSIBLE_STDOUT_CALLBACK="graceful.wsgi.progress", GRACEFUL_PROGRESS_REPORT=str(report_path))
+        extra = dict(extra, graceful_release=release, graceful_src=str(self.releases / release))
+        started = time.time()
+        argv = [self.playbook, "graceful.wsgi.deploy", "-i", str(self.inventory), "-e", json.dumps(extra)]
+        with open(log_path, "w") as log_file:
+            try:
+                result = subprocess.run(argv, cwd=REPO, env=env, timeout=DEPLOY_TIMEOUT, check=False,
+                                        stdout=None if stream else log_file, stderr=subprocess.STDOUT)
+            except subprocess.TimeoutExpired:
+                sys.exit(f"{self.name}: the deploy of {release} did not finish within {DEPLOY_TIMEOUT} s")
+        seconds = time.time() - started
+        try:
+            report = json.loads(report_path.read_text()).get("graceful_rollout", {})
+        except (OSError, ValueError):
+            report = {}
+        if result.returncode or not report.get("ok"):
+            tail = "" if stream else "\n".join(log_path.read_text().splitlines()[-25:])
+            sys.exit(f"{self.name}: the deploy of {release} failed (rc={result.returncode}){': ' if tail else ''}\n{tail}")
+        return report, seconds
+
+
+class Load:
+    """tests/fleet/probe.py lb through the load balancer while one deploy runs."""
+
+    def __init__(self, fleet: Fleet, name: str, expect: str):
+        self.fleet = fleet
+        self.marks = fleet.workdir / "marks" / name
+        shutil.rmtree(self.marks, ignore_errors=True)
+        self.marks.mkdir(parents=True)
+        self.timeline = fleet.workdir / f"timeline-{name}.json"
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / "tests/fleet/probe.py"), "lb", f"--url=http://127.0.0.1:{fleet.lb_port}",
+             f"--marks={self.marks}", f"--expect-release={expect}", "--max-seconds=1800",
+             f"--timeline={self.timeline}"], cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not (self.marks / "warm").exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.process.kill()
+                sys.exit("benchmark: the load balancer did not answer the load within 60 s")
+            time.sleep(0.1)
+
+    def finish(self) -> dict:
+        (self.marks / "done").write_text("done\n")
+        try:
+            out, _ = self.process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            sys.exit("benchmark: the load did not end within 120 s of the deploy's end")
+        verdict = json.loads(out)
+        verdict["rc"] = self.process.returncode
+        return verdict
+
+
+def host_rows(report: dict) -> list[dict]:
+    rows = []
+    for host in report.get("hosts", []):
+        timings = host.get("timings", {})
+        critical = sum(float(timings.get(step, 0)) for step in ("drain", "switch", "reload", "verify", "enable"))
+        limit = float(host.get("drain_waited", 0)) + float(host.get("reload_seconds", 0)) + float(host.get("health_seconds", 0))
+        rows.append(dict(host=host["host"], batch=host.get("batch"), timings=timings, critical=critical, limit=limit,
+                         drain_waited=float(host.get("drain_waited", 0)), reload=float(host.get("reload_seconds", 0)),
+                         health=float(host.get("health_seconds", 0)), ratio=critical / limit if limit else float("inf")))
+    return rows
+
+
+def batch_times(report: dict) -> list[tuple[str, float, int]]:
+    """(batch, seconds, hosts in it) of each batch."""
+    hosts = report.get("hosts", [])
+    return [(batch, end - start, sum(1 for h in hosts if h.get("batch") == batch))
+            for batch, start, end in _timeline.batches(hosts)]
+
+
+def staging_time(report: dict) -> float:
+    span = _timeline.staging(report.get("hosts", []))
+    return span[1] - span[0] if span else 0.0
+
+
+def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> dict:
+    log(f"deploy {name}: {release} under load ({extra.get('graceful_app_group', 'app')}, serial {extra.get('graceful_serial', '34%')})")
+    load = Load(fleet, name, expect)
+    try:
+        report, seconds = fleet.deploy(release, extra)
+    except SystemExit:
+        load.process.kill()
+        raise
+    verdict = load.finish()
+    result = dict(name=name, release=release, seconds=seconds, report=report, load=verdict,
+                  batches=batch_times(report), staging=staging_time(report), hosts=host_rows(report))
+    log(f"deploy {name}: {seconds:.1f} s, {verdict['requests']} requests, {verdict['failed']} failed"
+        + ("" if verdict["rc"] == 0 else f"; load problems: {verdict.get('problems')}"))
+    return result
+
+
+def print_tables(runs: dict[str, dict], serial: int) -> dict:
+    full = runs["all"]
+    steps = ("drain", "switch", "reload", "verify", "enable")
+    print()
+    print(f"Deploy of v3 to {len(full['hosts'])} hosts in batches of {serial}: per host, time (s) and the physical limit")
+    print(f"{'host':<12} {'batch':<6} " + " ".join(f"{s:>7}" for s in steps)
+          + f" {'critical':>9} | {'in-flight':>9} {'reload':>7} {'health':>7} {'limit':>7} | {'ratio':>6}")
+    for row in full["hosts"]:
+        print(f"{row['host']:<12} {row['batch']:<6} " + " ".join(f"{float(row['timings'].get(s, 0)):>7.1f}" for s in steps)
+              + f" {row['critical']:>9.1f} | {row['drain_waited']:>9.2f} {row['reload']:>7.2f} {row['health']:>7.2f}"
+              f" {row['limit']:>7.2f} | {row['ratio']:>5.2f}x")
+    print()
+    print("batch    time (s)")
+    for batch, seconds, size in full["batches"]:
+        print(f"{batch:<8} {seconds:>8.1f}  ({size} host{'s' if size > 1 else ''})")
+    batch_of_one = statistics.median(s for _, s, size in runs["one"]["batches"] if size == 1)
+    batch_of_three = (statistics.median(s for _, s, size in runs["three"]["batches"] if size == 3)
+                      if "three" in runs else None)
+    staged_one, staged_all = runs["one"]["staging"], full["staging"]
+    worst = max(row["ratio"] for row in full["hosts"])
+    median_ratio = statistics.median(row["ratio"] for row in full["hosts"])
+    print()
+    print(f"{'run':<7} {'hosts':>5} {'total s':>8} {'staging s':>10} {'batches':>8} {'requests':>9} {'failed':>7} {'p50 ms':>7} {'p99 ms':>7}")
+    for run_ in runs.values():
+        load = run_["load"]
+        print(f"{run_['name']:<7} {len(run_['hosts']):>5} {run_['seconds']:>8.1f} {run_['staging']:>10.1f} "
+              f"{len(run_['batches']):>8} {load['requests']:>9} {load['failed']:>7} {load['p50_ms']:>7.1f} {load['p99_ms']:>7.1f}")
+    print()
+    targets = []
+    targets.append(("critical path / physical limit, worst host (median)", f"{worst:.2f}x ({median_ratio:.2f}x)",
+                    "<= 2x", worst <= 2))
+    if batch_of_three is not None:
+        targets.append(("a batch of 3 / a batch of 1", f"{batch_of_three:.1f} / {batch_of_one:.1f} s = "
+                        f"{batch_of_three / batch_of_one:.2f}x", "<= 1.3x", batch_of_three <= 1.3 * batch_of_one))
+        bound = staged_all + len(full["batches"]) * batch_of_three * 1.1
+        targets.append((f"{len(full['hosts'])} hosts in {len(full['batches'])} batches vs staging + batches x batch of 3 x 1.1",
+                        f"{full['seconds']:.1f} s vs {bound:.1f} s (batches alone {sum(s for _, s, _ in full['batches']):.1f} s)",
+                        "<=", full["seconds"] <= bound))
+    targets.append((f"staging {len(full['hosts'])} hosts / staging 1 host", f"{staged_all:.1f} / {staged_one:.1f} s = "
+                    f"{staged_all / staged_one:.2f}x" if staged_one else "n/a", "<= 2x",
+                    bool(staged_one) and staged_all <= 2 * staged_one))
+    failed = sum(run_["load"]["failed"] for run_ in runs.values())
+    targets.append(("failed requests, every deploy", str(failed), "= 0", failed == 0))
+    print(f"{'target':<75} {'measured':<45} {'bound':<7} met")
+    for name, measured, bound, met in targets:
+        print(f"{name:<75} {measured:<45} {bound:<7} {'yes' if met else 'NO'}")
+    return dict(targets=[dict(name=n, measured=m, bound=b, met=ok) for n, m, b, ok in targets])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=6, help="app hosts (default 6; try 12)")
+    parser.add_argument("--serial", type=int, default=3, help="hosts per batch of the deploy to every host")
+    parser.add_argument("--server", choices=["uwsgi", "gunicorn"], default="uwsgi")
+    parser.add_argument("--workdir", type=Path, default=REPO / ".build" / "bench-deploy")
+    parser.add_argument("--keep", action="store_true", help="leave the fleet running")
+    parser.add_argument("--reuse", action="store_true", help="use the fleet a --keep run left (same --hosts)")
+    args = parser.parse_args()
+    if not 1 <= args.hosts <= 40:
+        parser.error("--hosts must be 1 to 40")
+    if not 1 <= args.serial <= args.hosts:
+        parser.error("--serial must be 1 to --hosts")
+
+    testbed = REPO / "tests" / "fleet" / "testbed"
+    if run([str(testbed), "engine"], 300).returncode:
+        return 1
+    image = run([str(testbed), "image"], 1800, capture=True)
+    if image.returncode:
+        sys.exit(f"benchmark: tests/fleet/testbed image failed: {image.stderr.strip()[-500:]}")
+    fleet = Fleet(args.workdir, args.hosts, args.server)
+    started = time.time()
+    log(f"fleet: {args.hosts} app hosts ({args.server}) and nginx, image {image.stdout.strip()}")
+    if not (args.reuse and fleet.inventory.exists()):
+        fleet.destroy()
+        fleet.create(image.stdout.strip())
+    fleet.write_inventory()
+    try:
+        fleet.make_releases()
+        log("deploy v1 to every host (provisioning, not measured)")
+        _, seconds = fleet.deploy("v1", {"graceful_serial": max(1, args.hosts // 2)})
+        log(f"deploy v1: {seconds:.1f} s")
+        # Parts of the fleet keep the servers of the others in nginx: the balancer play prunes none.
+        part = {"graceful_serial": 1, "lb_nginx_prune_servers": False}
+        runs = {"one": measure(fleet, "one", "v2", "v1,v2", dict(part, graceful_app_group="one"))}
+        if args.hosts >= 5:
+            runs["three"] = measure(fleet, "three", "v2", "v1,v2", dict(part, graceful_app_group="three", graceful_serial=3))
+        runs["all"] = measure(fleet, "all", "v3", "v3", {"graceful_serial": args.serial})
+        verdict = print_tables(runs, args.serial)
+        picture = _timeline.draw(args.workdir / "deploy-timeline.png", _timeline.load_timeline(fleet.workdir / "timeline-all.json"),
+                                 runs["all"]["report"],
+                                 f"graceful.wsgi.deploy v2 -> v3, {args.hosts} hosts ({args.server}) in batches of "
+                                 f"{args.serial}, under load through nginx")
+        (args.workdir / "deploy-benchmark.json").write_text(json.dumps(
+            dict(hosts=args.hosts, serial=args.serial, server=args.server, total_seconds=time.time() - started,
+                 runs={name: {k: v for k, v in r.items() if k != "report"} | {"report": r["report"]}
+                       for name, r in runs.items()}, **verdict), indent=1, default=str))
+        print(f"\ntimeline picture: {picture}")
+        print(f"figures: {args.workdir / 'deploy-benchmark.json'}")
+        failed = any(r["load"]["rc"] for r in runs.values())
+        return 1 if failed else 0
+    finally:
+        if not args.keep:
+            fleet.destroy()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
