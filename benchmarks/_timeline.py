@@ -51,8 +51,8 @@ def series(responses: list[list[Any]], origin: float, end: float) -> dict[str, A
     count = max(1, int(math.ceil((end - origin) / BIN_SECONDS)))
     total = [0] * count
     failed = [0] * count
-    fast: list[list[float]] = [[] for _ in range(count)]
-    releases: list[Counter] = [Counter() for _ in range(count)]
+    fast: list[list[float]] = [[] for dummy in range(count)]
+    releases: list[Counter] = [Counter() for dummy in range(count)]
     for start, seconds, ok, release, slow in responses:
         index = int((start + seconds - origin) // BIN_SECONDS)
         if not 0 <= index < count:
@@ -126,11 +126,11 @@ def draw(path: Path, timeline: dict[str, Any], report: dict[str, Any], title: st
     lanes.set_xlabel("seconds (gray: staging, purple: drained from the load balancer, drain to enable)")
 
     for axis in (rate, latency, share, lanes):
-        for batch, start, _ in spans:
+        for batch, start, dummy in spans:
             axis.axvline(start - origin, color="black", linewidth=0.6, linestyle="--")
         if stage:
             axis.axvspan(stage[0] - origin, stage[1] - origin, color="tab:gray", alpha=0.08)
-    for batch, start, _ in spans:
+    for batch, start, dummy in spans:
         rate.annotate(f"batch {batch}", (start - origin, rate.get_ylim()[1]), fontsize=7, rotation=90,
                       va="top", ha="right")
     figure.tight_layout()

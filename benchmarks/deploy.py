@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deploy benchmark: graceful.wsgi.deploy on a fleet of the test bed, under load, against the physical limit.
 
     python3 benchmarks/deploy.py [--hosts 6] [--serial 3] [--server uwsgi|gunicorn] [--keep] [--workdir DIR]
@@ -195,7 +194,7 @@ class Load:
     def finish(self) -> dict:
         (self.marks / "done").write_text("done\n")
         try:
-            out, _ = self.process.communicate(timeout=120)
+            out, dummy = self.process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             sys.exit("benchmark: the load did not end within 120 s of the deploy's end")
@@ -259,8 +258,8 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
     print("batch    time (s)")
     for batch, seconds, size in full["batches"]:
         print(f"{batch:<8} {seconds:>8.1f}  ({size} host{'s' if size > 1 else ''})")
-    batch_of_one = statistics.median(s for _, s, size in runs["one"]["batches"] if size == 1)
-    batch_of_three = (statistics.median(s for _, s, size in runs["three"]["batches"] if size == 3)
+    batch_of_one = statistics.median(s for dummy, s, size in runs["one"]["batches"] if size == 1)
+    batch_of_three = (statistics.median(s for dummy, s, size in runs["three"]["batches"] if size == 3)
                       if "three" in runs else None)
     staged_one, staged_all = runs["one"]["staging"], full["staging"]
     worst = max(row["ratio"] for row in full["hosts"])
@@ -280,7 +279,7 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
                         f"{batch_of_three / batch_of_one:.2f}x", "<= 1.3x", batch_of_three <= 1.3 * batch_of_one))
         bound = staged_all + len(full["batches"]) * batch_of_three * 1.1
         targets.append((f"{len(full['hosts'])} hosts in {len(full['batches'])} batches vs staging + batches x batch of 3 x 1.1",
-                        f"{full['seconds']:.1f} s vs {bound:.1f} s (batches alone {sum(s for _, s, _ in full['batches']):.1f} s)",
+                        f"{full['seconds']:.1f} s vs {bound:.1f} s (batches alone {sum(s for dummy, s, dummy2 in full['batches']):.1f} s)",
                         "<=", full["seconds"] <= bound))
     targets.append((f"staging {len(full['hosts'])} hosts / staging 1 host", f"{staged_all:.1f} / {staged_one:.1f} s = "
                     f"{staged_all / staged_one:.2f}x" if staged_one else "n/a", "<= 2x",
@@ -294,7 +293,7 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--hosts", type=int, default=6, help="app hosts (default 6; try 12)")
     parser.add_argument("--serial", type=int, default=3, help="hosts per batch of the deploy to every host")
     parser.add_argument("--server", choices=["uwsgi", "gunicorn"], default="uwsgi")
@@ -323,7 +322,7 @@ def main() -> int:
     try:
         fleet.make_releases()
         log("deploy v1 to every host (provisioning, not measured)")
-        _, seconds = fleet.deploy("v1", {"graceful_serial": max(1, args.hosts // 2)})
+        dummy, seconds = fleet.deploy("v1", {"graceful_serial": max(1, args.hosts // 2)})
         log(f"deploy v1: {seconds:.1f} s")
         # Parts of the fleet keep the servers of the others in nginx: the balancer play prunes none.
         part = {"graceful_serial": 1, "lb_nginx_prune_servers": False}

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """make demo: the main job on a local fleet, as an operator sees it.
 
     python3 demo/run.py            (make demo)
@@ -33,7 +32,7 @@ def say(text: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--clean", action="store_true", help="remove the demo's fleet")
     args = parser.parse_args()
     fleet = Fleet(WORKDIR, 3, "uwsgi", name="demo", prefix="demo", lb_port=PORT)

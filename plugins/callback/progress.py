@@ -100,13 +100,13 @@ class CallbackModule(CallbackBase):
         if ignore_errors:
             return
         task = _task(result)
-        self._say('    ! %s: %s: %s' % (_host(result), task.get_name() if task else '?',
-                                         _one_line(_result(result).get('msg', 'failed'))), color='red')
+        self._say('    ! %s: %s: %s' % (
+            _host(result), task.get_name() if task else '?', _one_line(_result(result).get('msg', 'failed'))), color='red')
 
     def v2_runner_on_unreachable(self, result):
         task = _task(result)
-        self._say('    ! %s unreachable at %s: %s' % (_host(result), task.get_name() if task else '?',
-                                                      _one_line(_result(result).get('msg', ''))), color='red')
+        self._say('    ! %s unreachable at %s: %s' % (
+            _host(result), task.get_name() if task else '?', _one_line(_result(result).get('msg', ''))), color='red')
 
     def v2_playbook_on_stats(self, stats):
         for host in sorted(stats.processed.keys()):

@@ -55,10 +55,12 @@ def test_a_first_switch_makes_current_and_the_record(app_root):
 
 def test_a_deploy_then_a_rollback_keep_previous_for_the_next_rollback(app_root):
     run(app_root=str(app_root), release='v1')
-    result, _ = run(app_root=str(app_root), release='v2')
+    result, failed = run(app_root=str(app_root), release='v2')
+    assert not failed
     assert result['before'] == 'v1'
     assert previous_release(switch_record(result['record']), 'v2') == 'v1'
-    result, _ = run(app_root=str(app_root), release='v1', reason='rollback')
+    result, failed = run(app_root=str(app_root), release='v1', reason='rollback')
+    assert not failed
     assert os.readlink(str(app_root / 'current')) == 'releases/v1'
     entries = switch_record(result['record'])
     assert [entry['reason'] for entry in entries] == ['deploy', 'deploy', 'rollback']
