@@ -34,6 +34,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -203,6 +204,44 @@ class Load:
         return verdict
 
 
+class CpuSampler:
+    """The machine's CPU use, sampled from /proc/stat while a deploy runs: on the test bed every host shares the
+    controller's cores, so a step that is CPU-bound there says so here."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields) - idle, sum(fields)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            busy, total = self._read()
+            self.samples.append((time.time(), busy, total))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def busy(self, start: float, end: float) -> float | None:
+        """The share of the machine's CPU time that was busy between ``start`` and ``end`` (epoch seconds)."""
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if len(inside) < 2:
+            return None
+        busy0, total0 = inside[0][1:]
+        busy1, total1 = inside[-1][1:]
+        return (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+
+
 def host_rows(report: dict) -> list[dict]:
     rows = []
     for host in report.get("hosts", []):
@@ -230,14 +269,21 @@ def staging_time(report: dict) -> float:
 def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> dict:
     log(f"deploy {name}: {release} under load ({extra.get('graceful_app_group', 'app')}, serial {extra.get('graceful_serial', '34%')})")
     load = Load(fleet, name, expect)
+    cpu = CpuSampler()
     try:
         report, seconds = fleet.deploy(release, extra)
     except SystemExit:
         load.process.kill()
         raise
+    finally:
+        cpu.stop()
     verdict = load.finish()
+    stage = _timeline.staging(report.get("hosts", []))
+    spans = _timeline.batches(report.get("hosts", []))
     result = dict(name=name, release=release, seconds=seconds, report=report, load=verdict,
-                  batches=batch_times(report), staging=staging_time(report), hosts=host_rows(report))
+                  batches=batch_times(report), staging=staging_time(report), hosts=host_rows(report),
+                  cpu_staging=cpu.busy(*stage) if stage else None,
+                  cpu_batches=cpu.busy(spans[0][1], spans[-1][2]) if spans else None)
     log(f"deploy {name}: {seconds:.1f} s, {verdict['requests']} requests, {verdict['failed']} failed"
         + ("" if verdict["rc"] == 0 else f"; load problems: {verdict.get('problems')}"))
     return result
@@ -265,11 +311,15 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
     worst = max(row["ratio"] for row in full["hosts"])
     median_ratio = statistics.median(row["ratio"] for row in full["hosts"])
     print()
-    print(f"{'run':<7} {'hosts':>5} {'total s':>8} {'staging s':>10} {'batches':>8} {'requests':>9} {'failed':>7} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{'run':<7} {'hosts':>5} {'total s':>8} {'staging s':>10} {'batches':>8} {'requests':>9} {'failed':>7} {'p50 ms':>7}"
+          f" {'p99 ms':>7} {'cpu busy: staging':>18} {'batches':>8}")
     for run_ in runs.values():
         load = run_["load"]
+        shares = ["-" if share is None else f"{share:.0%}" for share in (run_["cpu_staging"], run_["cpu_batches"])]
         print(f"{run_['name']:<7} {len(run_['hosts']):>5} {run_['seconds']:>8.1f} {run_['staging']:>10.1f} "
-              f"{len(run_['batches']):>8} {load['requests']:>9} {load['failed']:>7} {load['p50_ms']:>7.1f} {load['p99_ms']:>7.1f}")
+              f"{len(run_['batches']):>8} {load['requests']:>9} {load['failed']:>7} {load['p50_ms']:>7.1f} {load['p99_ms']:>7.1f}"
+              f" {shares[0]:>18} {shares[1]:>8}")
+    print(f"(cpu busy: the share of this machine's {os.cpu_count()} cores in use; every host of the test bed runs on them)")
     print()
     targets = []
     targets.append(("critical path / physical limit, worst host (median)", f"{worst:.2f}x ({median_ratio:.2f}x)",
