@@ -266,18 +266,35 @@ def staging_time(report: dict) -> float:
     return span[1] - span[0] if span else 0.0
 
 
-def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> dict:
-    log(f"deploy {name}: {release} under load ({extra.get('graceful_app_group', 'app')}, serial {extra.get('graceful_serial', '34%')})")
+def testbed_image(who: str) -> str:
+    """The test bed's host image, with its Docker engine started when none answers (tests/fleet/testbed)."""
+    testbed = REPO / "tests" / "fleet" / "testbed"
+    if run([str(testbed), "engine"], 300).returncode:
+        sys.exit(f"{who}: tests/fleet/testbed engine could not start a Docker engine")
+    image = run([str(testbed), "image"], 1800, capture=True)
+    if image.returncode:
+        sys.exit(f"{who}: tests/fleet/testbed image failed: {image.stderr.strip()[-500:]}")
+    return image.stdout.strip()
+
+
+def deploy_under_load(fleet: Fleet, name: str, release: str, expect: str, extra: dict, stream: bool = False):
+    """(report, seconds, the load's verdict, the load, the CPU samples) of a deploy of ``release`` while the load
+    runs through the load balancer; the load is stopped when the deploy fails."""
     load = Load(fleet, name, expect)
     cpu = CpuSampler()
     try:
-        report, seconds = fleet.deploy(release, extra)
+        report, seconds = fleet.deploy(release, extra, stream=stream)
     except SystemExit:
         load.process.kill()
         raise
     finally:
         cpu.stop()
-    verdict = load.finish()
+    return report, seconds, load.finish(), load, cpu
+
+
+def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> dict:
+    log(f"deploy {name}: {release} under load ({extra.get('graceful_app_group', 'app')}, serial {extra.get('graceful_serial', '34%')})")
+    report, seconds, verdict, dummy, cpu = deploy_under_load(fleet, name, release, expect, extra)
     stage = _timeline.staging(report.get("hosts", []))
     spans = _timeline.batches(report.get("hosts", []))
     result = dict(name=name, release=release, seconds=seconds, report=report, load=verdict,
@@ -356,18 +373,13 @@ def main() -> int:
     if not 1 <= args.serial <= args.hosts:
         parser.error("--serial must be 1 to --hosts")
 
-    testbed = REPO / "tests" / "fleet" / "testbed"
-    if run([str(testbed), "engine"], 300).returncode:
-        return 1
-    image = run([str(testbed), "image"], 1800, capture=True)
-    if image.returncode:
-        sys.exit(f"benchmark: tests/fleet/testbed image failed: {image.stderr.strip()[-500:]}")
+    image = testbed_image("benchmark")
     fleet = Fleet(args.workdir, args.hosts, args.server)
     started = time.time()
-    log(f"fleet: {args.hosts} app hosts ({args.server}) and nginx, image {image.stdout.strip()}")
+    log(f"fleet: {args.hosts} app hosts ({args.server}) and nginx, image {image}")
     if not (args.reuse and fleet.inventory.exists()):
         fleet.destroy()
-        fleet.create(image.stdout.strip())
+        fleet.create(image)
     fleet.write_inventory()
     try:
         fleet.make_releases()

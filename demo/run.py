@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import _timeline  # noqa: E402  (path set just above)
-from benchmarks.deploy import Fleet, Load, run  # noqa: E402
+from benchmarks.deploy import Fleet, deploy_under_load, testbed_image  # noqa: E402
 
 WORKDIR = REPO / ".build" / "demo"
 PORT = 18400
@@ -42,15 +42,10 @@ def main() -> int:
         return 0
 
     started = time.time()
-    testbed = REPO / "tests" / "fleet" / "testbed"
-    if run([str(testbed), "engine"], 300).returncode:
-        return 1
-    image = run([str(testbed), "image"], 1800, capture=True)
-    if image.returncode:
-        sys.exit(f"demo: tests/fleet/testbed image failed: {image.stderr.strip()[-500:]}")
-    say(f"== a fleet of 3 app hosts and nginx on 127.0.0.1:{PORT} (image {image.stdout.strip()}), reached over SSH")
+    image = testbed_image("demo")
+    say(f"== a fleet of 3 app hosts and nginx on 127.0.0.1:{PORT} (image {image}), reached over SSH")
     fleet.destroy()
-    fleet.create(image.stdout.strip())
+    fleet.create(image)
     fleet.write_inventory()
     fleet.make_releases(RELEASES)
 
@@ -58,13 +53,7 @@ def main() -> int:
     fleet.deploy("v1", {}, stream=True)
 
     say(f"\n== deploy v2 while clients keep coming through nginx (http://127.0.0.1:{PORT}/)")
-    load = Load(fleet, "demo-v2", "v2")
-    try:
-        report, seconds = fleet.deploy("v2", {}, stream=True)
-    except SystemExit:
-        load.process.kill()
-        raise
-    verdict = load.finish()
+    report, seconds, verdict, load, dummy = deploy_under_load(fleet, "demo-v2", "v2", "v2", {}, stream=True)
     say(f"\nload through nginx during the deploy: {verdict['requests']} requests ({verdict['slow_requests']} slow), "
         f"{verdict['failed']} failed, p50 {verdict['p50_ms']} ms, p99 {verdict['p99_ms']} ms over "
         f"{verdict['seconds']} s; releases served {verdict['releases_seen']}")
