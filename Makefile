@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.txt 2>/dev/null | sha25
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc make git haproxy
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help test demo demo-clean deps debian-deps venv lint sanity publish-check ee-check units integration compat compat-venvs molecule fleet-image benchmark benchmark-deploy lock clean
+.PHONY: help test demo demo-clean deps debian-deps venv lint sanity publish-check ee-check units integration compat compat-venvs integration-and-compat molecule fleet-image benchmark benchmark-deploy lock clean
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -25,7 +25,7 @@ help:
 	@echo "make demo   - build a local fleet (3 app hosts + nginx), deploy the demo app v1, then v2 under load; print the report"
 	@echo "make test   - install what is missing, then lint, sanity, unit, integration, compat tests and the molecule fleet scenarios"
 
-test: deps lint sanity publish-check ee-check units integration compat molecule
+test: deps lint sanity publish-check ee-check units integration-and-compat molecule
 	@echo "make test: all green"
 
 # The fleet stays up after the demo (curl http://127.0.0.1:18400/); make demo-clean removes it.
@@ -83,6 +83,16 @@ units: venv
 
 integration: venv
 	$(PYTEST) -q -rA --timeout 600 tests/support_selftest tests/integration
+
+# Both at once, the compat runs' output shown once the integration tests end: each keeps about one of CI's two cores
+# busy (their servers spend much of a test waiting on slow requests in flight), one after the other they leave one idle.
+integration-and-compat: venv compat-venvs
+	@integration_rc=0; compat_rc=0; \
+	$(MAKE) --no-print-directory compat > $(BUILD)/compat.log 2>&1 & compat_pid=$$!; \
+	$(MAKE) --no-print-directory integration || integration_rc=$$?; \
+	wait $$compat_pid || compat_rc=$$?; \
+	echo "== compat, run beside the integration tests (exit $$compat_rc)"; cat $(BUILD)/compat.log; \
+	[ $$integration_rc -eq 0 ] && [ $$compat_rc -eq 0 ]
 
 # One venv per older ansible-core (requirements/core-*.txt), keyed by its lock file. The compat runs leave out the
 # deploy benchmark's picture (matplotlib is in the main venv only: it is no part of the collection).

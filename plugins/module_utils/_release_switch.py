@@ -141,7 +141,8 @@ def replace_link(path, target):
 
 
 def utc_now():
-    return datetime.datetime.utcnow().isoformat() + 'Z'
+    # utcnow() is deprecated from Python 3.12: the same naive ISO text, from an aware time.
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat() + 'Z'
 
 
 def run(params, check_mode, now=utc_now):

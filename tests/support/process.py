@@ -9,6 +9,7 @@ the rest of tests/support this does not import the collection.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -51,11 +52,32 @@ def poll_until(
         time.sleep(interval)
 
 
+# Ports for test servers are drawn below the kernel's ephemeral range. A port from that range (bind to port 0) is free
+# when drawn, but a client connection of a load running beside the test (make test runs the integration tests and the
+# compat runs at once) can take it as its local port before the server binds it; connections never use ports below.
+_TEST_PORTS_SPAN = 12000
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now (it may be taken before it is bound)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now, below the ephemeral range (another test run may still take it first, 1 in
+    thousands)."""
+    top = _ephemeral_ports_start()
+    for port in random.sample(range(max(1024, top - _TEST_PORTS_SPAN), top), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 among 200 drawn below {top}")
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

@@ -6,6 +6,7 @@ host, so every controller environment (the dev venv and the older ansible-core o
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -23,17 +24,23 @@ GUNICORN_LOCKS = {
 
 
 def gunicorn_bin(version: str) -> Path:
-    """Path of the ``gunicorn`` script of ``version``; builds its venv on first use (keyed by the lock's hash)."""
+    """Path of the ``gunicorn`` script of ``version``; builds its venv on first use (keyed by the lock's hash).
+
+    make test runs the integration tests and the compat runs at once: the first to get here builds the venv while
+    the other waits on the build lock, then finds it."""
     lock = GUNICORN_LOCKS[version]
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:8]
     venv = BUILD / f"gunicorn-{version}-{digest}"
     script = venv / "bin" / "gunicorn"
-    if not script.exists():
-        for stale in BUILD.glob(f"gunicorn-{version}-*"):
-            shutil.rmtree(stale)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(lock)], check=True)
+    BUILD.mkdir(exist_ok=True)
+    with open(BUILD / f"gunicorn-{version}.build-lock", "w", encoding="ascii") as build_lock:
+        fcntl.flock(build_lock, fcntl.LOCK_EX)
+        if not script.exists():
+            for stale in BUILD.glob(f"gunicorn-{version}-*"):
+                shutil.rmtree(stale)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            "-r", str(lock)], check=True, timeout=600)
     return script
 
 
