@@ -119,7 +119,11 @@ compat: compat-venvs
 
 # Molecule scenarios on a fleet of systemd containers. tests/fleet/testbed starts dockerd only when no engine
 # answers and builds the host image only when none was built from the same inputs (no registry needed).
-FLEET_SCENARIOS := uwsgi gunicorn rollout rollout_haproxy emperor django
+# Two lanes run at once, each its scenarios in turn (comma-separated; lanes apart by spaces): a scenario leaves about
+# 40% of two cores idle (SSH round trips, health gates, slow requests draining), which the other lane takes. Each lane
+# has its own XDG_CACHE_HOME, so two deploys never build one wheelhouse at once. A lane's output is shown once both
+# ended; its lines "== molecule <scenario>: ..." as they happen. make molecule MOLECULE_LANES=rollout runs one.
+MOLECULE_LANES := rollout,uwsgi,emperor rollout_haproxy,django,gunicorn
 
 fleet-image: deps
 	tests/fleet/testbed image
@@ -135,11 +139,26 @@ molecule: venv compat-venvs $(COLLECTION_LINK)
 	done; \
 	export GRACEFUL_COLLECTIONS_SITE=$$($(BIN)/python -c 'import ansible_collections.community.docker as c, os; print(os.path.abspath(os.path.join(c.__path__[0], "../../..")))'); \
 	runner_env=$$($(BIN)/python tests/publish/install_core_only.py $(BUILD)); export $$runner_env; \
-	for scenario in $(FLEET_SCENARIOS); do \
-	  echo "== molecule $$scenario on $$image"; started=$$(date +%s); \
-	  GRACEFUL_FLEET_IMAGE=$$image $(BIN)/molecule test --scenario-name $$scenario; \
-	  echo "== molecule $$scenario: green in $$(( $$(date +%s) - started )) s"; \
-	done
+	run_lane() { \
+	  for scenario in $${2//,/ }; do \
+	    echo "== molecule $$scenario on $$image" >> $(BUILD)/molecule-lane$$1.log; started=$$(date +%s); \
+	    if XDG_CACHE_HOME=$(CURDIR)/$(BUILD)/cache-lane$$1 GRACEFUL_FLEET_IMAGE=$$image \
+	        $(BIN)/molecule test --scenario-name $$scenario >> $(BUILD)/molecule-lane$$1.log 2>&1; then \
+	      echo "== molecule $$scenario: green in $$(( $$(date +%s) - started )) s (lane $$1)" | tee -a $(BUILD)/molecule-lane$$1.log; \
+	    else \
+	      echo "== molecule $$scenario: FAILED after $$(( $$(date +%s) - started )) s (lane $$1)" | tee -a $(BUILD)/molecule-lane$$1.log; \
+	      return 1; \
+	    fi; \
+	  done; \
+	}; \
+	lane=0; pids=""; \
+	for scenarios in $(MOLECULE_LANES); do \
+	  lane=$$((lane + 1)); rm -f $(BUILD)/molecule-lane$$lane.log; \
+	  run_lane $$lane $$scenarios & pids="$$pids $$!"; \
+	done; \
+	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
+	for log in $$(seq 1 $$lane); do echo "==== lane $$log: $(BUILD)/molecule-lane$$log.log"; cat $(BUILD)/molecule-lane$$log.log; done; \
+	[ $$failed -eq 0 ]
 
 benchmark: venv
 	$(BIN)/python benchmarks/reload.py

@@ -80,7 +80,9 @@ def test_health_gate_on_a_real_server(ansible):
                                     f"within 2 s (best run 0, {failed['attempts']} attempts)")
     assert failed["msg"].endswith("last failure: HTTP 503 'unhealthy: release v4'")
     assert failed["attempts"] == broken.requests >= 10
-    assert 2.0 <= failed["elapsed"] < 2.5 and failed["seconds"] < 3.5
+    # The gate's own clock stops at its timeout; the task around it adds ansible's start of the module, which takes
+    # longer on a host whose cores also run another load (make test runs the compat runs beside these tests).
+    assert 2.0 <= failed["elapsed"] < 2.5 and failed["seconds"] < failed["elapsed"] + 3.0
     assert failed["status"] == 503 and failed["changed"] is False
 
 

@@ -15,8 +15,10 @@ import pytest
 from tests.support.loadgen import sample_serving_pids
 from tests.support.uwsgi_instance import UwsgiInstance
 
-# The module's own budget for rejecting bad input, measured around the task inside the play.
-BAD_INPUT_SECONDS = 2.0
+# A refused task, measured around it inside the play, ansible's start of the module included, on a host whose two
+# cores also run another load (make test runs the integration tests and the compat runs at once): seconds, where a
+# wait would run into the module's timeouts. The message, asserted too, names the immediate cause, never a timeout.
+BAD_INPUT_SECONDS = 6.0
 
 
 @pytest.mark.timeout(240)
