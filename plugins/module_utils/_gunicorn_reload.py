@@ -204,6 +204,11 @@ class Reload:
 
 class HupReload(Reload):
 
+    def __init__(self, master, settings):
+        super(HupReload, self).__init__(master, settings)
+        self.seen_workers = None
+        self.stable_since = None
+
     def run(self, wait):
         self.deadline = Deadline(self.timeout)
         self.send(self.before, signal.SIGHUP)
@@ -228,8 +233,15 @@ class HupReload(Reload):
         if exit_code in _gunicorn.EXIT_REASONS:
             self.down('is halting (workers exited with code %d)' % exit_code)
         self.last = current
-        old_left = set(self.old_workers) & set(current.workers)
-        if not old_left and current.workers and len(current.booted()) == len(current.workers):
+        workers = frozenset(current.workers)
+        if workers != self.seen_workers:
+            self.seen_workers = workers
+            self.stable_since = time.monotonic()
+        if set(self.old_workers) & workers or not workers or len(current.booted()) != len(workers):
+            return None
+        # A worker the master has not forked yet is in no listing: as many workers as before, or a set that stayed
+        # the same for SETTLE_SECONDS (a HUP may have read a smaller workers setting), is the whole new generation.
+        if len(workers) >= len(self.old_workers) or time.monotonic() - self.stable_since >= SETTLE_SECONDS:
             return current
         return None
 

@@ -28,7 +28,7 @@ ARGV = ['/srv/app/venv/bin/python3', '/srv/app/venv/bin/gunicorn', '-c', '/srv/a
 
 class FakeGunicorn:
 
-    def __init__(self, root, workers=3, broken=False, never_ready=False, pidfile_arg=None):
+    def __init__(self, root, workers=3, broken=False, never_ready=False, pidfile_arg=None, hup_staggered=False):
         self.root = root
         self.proc = root / 'proc'
         self.tmp = root / 'tmp'
@@ -42,6 +42,7 @@ class FakeGunicorn:
         self.count = workers
         self.broken = broken
         self.never_ready = never_ready
+        self.hup_staggered = hup_staggered
         self.argv = list(ARGV) + (['--pid', pidfile_arg] if pidfile_arg else [])
         self.next_pid = 200
         self.processes = {}
@@ -149,7 +150,12 @@ class FakeGunicorn:
         old = self.workers_of(pid)
 
         def spawn():
-            for dummy in range(self.count):
+            for dummy in range(1 if self.hup_staggered else self.count):
+                self.spawn_worker(pid, booted=False)
+
+        # The first new worker booted and the old ones gone before the master's listing shows the others.
+        def spawn_the_rest():
+            for dummy in range(self.count - 1):
                 self.spawn_worker(pid, booted=False)
 
         def retire():
@@ -168,7 +174,8 @@ class FakeGunicorn:
             for worker in self.workers_of(pid):
                 self.boot(worker)
 
-        self.pending += [spawn, retire, boot]
+        # Staggered: the module looks several times at the one booted new worker before the others show.
+        self.pending += [spawn, retire, boot] + ([lambda: None] * 5 + [spawn_the_rest, boot] if self.hup_staggered else [])
 
     def on_usr2(self, pid):
         if self.upgrade_child(pid):

@@ -91,6 +91,26 @@ def test_hup_waits_until_every_new_worker_booted(gunicorn):
     assert 'hup complete' in result['msg']
 
 
+def test_hup_is_not_complete_while_the_master_lists_fewer_new_workers_than_before(tmp_path, monkeypatch):
+    # Seen on a loaded machine: the old workers gone and one new one booted before the listing showed the second.
+    fake = make_fake(tmp_path, monkeypatch, hup_staggered=True)
+    before = sorted(fake.workers_of(100))
+    result, failed = run(fake)
+    assert not failed, result['msg']
+    assert len(result['workers_after']) == 3 and not set(result['workers_after']) & set(before)
+    assert 'hup complete, master 100, 3 workers replaced' in result['msg']
+
+
+def test_a_hup_that_leaves_fewer_workers_completes_once_the_set_settled(tmp_path, monkeypatch):
+    # A HUP that read a smaller workers setting: the one new worker is the whole generation once it stays alone.
+    fake = make_fake(tmp_path, monkeypatch, hup_staggered=True)
+    fake.count = 1
+    monkeypatch.setattr(_gunicorn_reload, 'SETTLE_SECONDS', 0.05)
+    result, failed = run(fake)
+    assert not failed, result['msg']
+    assert 'hup complete, master 100, 1 workers replaced' in result['msg']
+
+
 def test_hup_with_a_release_that_cannot_boot_says_the_service_is_down(tmp_path, monkeypatch):
     fake = make_fake(tmp_path, monkeypatch, broken=True)
     result, failed = run(fake)
