@@ -129,8 +129,21 @@ class Reload:
         self.listeners = _gunicorn.socket_inodes(master.pid)
         self.last = master
         self.deadline = None
+        self.seen_workers = None    # the last worker set of the new generation looked at, and since when it is
+        self.stable_since = None
 
     # ------------------------------------------------------------ helpers
+
+    def whole_generation(self, workers, booted):
+        """Whether ``workers`` (a frozenset, ``booted`` of them booted) is the whole new generation. A worker the
+        master has not forked yet is in no listing: as many workers as before, or a set that stayed the same for
+        SETTLE_SECONDS (the master may have read a smaller workers setting), is the whole generation."""
+        if workers != self.seen_workers:
+            self.seen_workers = workers
+            self.stable_since = time.monotonic()
+        if not workers or booted != len(workers):
+            return False
+        return len(workers) >= len(self.old_workers) or time.monotonic() - self.stable_since >= SETTLE_SECONDS
 
     def send(self, master, sig, prepare=None):
         """Signal ``master`` if its PID still names it; ``prepare()`` runs between that check and the signal."""
@@ -204,11 +217,6 @@ class Reload:
 
 class HupReload(Reload):
 
-    def __init__(self, master, settings):
-        super(HupReload, self).__init__(master, settings)
-        self.seen_workers = None
-        self.stable_since = None
-
     def run(self, wait):
         self.deadline = Deadline(self.timeout)
         self.send(self.before, signal.SIGHUP)
@@ -234,16 +242,9 @@ class HupReload(Reload):
             self.down('is halting (workers exited with code %d)' % exit_code)
         self.last = current
         workers = frozenset(current.workers)
-        if workers != self.seen_workers:
-            self.seen_workers = workers
-            self.stable_since = time.monotonic()
-        if set(self.old_workers) & workers or not workers or len(current.booted()) != len(workers):
+        if set(self.old_workers) & workers:
             return None
-        # A worker the master has not forked yet is in no listing: as many workers as before, or a set that stayed
-        # the same for SETTLE_SECONDS (a HUP may have read a smaller workers setting), is the whole new generation.
-        if len(workers) >= len(self.old_workers) or time.monotonic() - self.stable_since >= SETTLE_SECONDS:
-            return current
-        return None
+        return current if self.whole_generation(workers, len(current.booted())) else None
 
     def describe_timeout(self):
         current = self.last
@@ -258,8 +259,6 @@ class UpgradeReload(Reload):
         super(UpgradeReload, self).__init__(master, settings)
         self.new_pid = None
         self.new = None
-        self.stable_since = None
-        self.seen_workers = None
         self.pidfile_handover = False
         self.unit = None            # a SystemdUnit once systemd answered about it before USR2
         self.systemd_before = {}
@@ -430,15 +429,7 @@ class UpgradeReload(Reload):
         if exit_code in _gunicorn.EXIT_REASONS:
             self.abort('its workers exited with code %d' % exit_code)
         self.new = new
-        workers = frozenset(new.workers)
-        if workers != self.seen_workers:
-            self.seen_workers = workers
-            self.stable_since = time.monotonic()
-        if not workers or len(new.booted()) != len(workers):
-            return None
-        if len(workers) >= len(self.old_workers) or time.monotonic() - self.stable_since >= SETTLE_SECONDS:
-            return new
-        return None
+        return new if self.whole_generation(frozenset(new.workers), len(new.booted())) else None
 
     def describe_new_not_ready(self):
         if self.new is None:

@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ansible_runner import REFUSED_TASK_SECONDS
 from tests.support.gunicorn_instance import GunicornInstance
 from tests.support.process import poll_until
 from tests.support.server_venvs import GUNICORN_LOCKS
 
-# A refused task, measured around it inside the play, ansible's start of the module included, on a host whose two
-# cores also run another load (make test runs the integration tests and the compat runs at once): seconds, where a
-# wait would run into the module's timeouts. The message, asserted too, names the immediate cause, never a timeout.
-BAD_INPUT_SECONDS = 6.0
 # The other app's user: owns its run directory and its pidfile, as an app's user owns /run/<app>.
 OTHER_USER = 65534
 
@@ -32,7 +29,7 @@ def assert_refused_quickly(run: dict, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in run["msg"], run["msg"]
     assert "nothing was signalled" in run["msg"]
-    assert run["seconds"] < BAD_INPUT_SECONDS, run["seconds"]
+    assert run["seconds"] < REFUSED_TASK_SECONDS, run["seconds"]
 
 
 def assert_untouched(gunicorn, master: int, workers: set[int]) -> None:

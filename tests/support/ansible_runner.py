@@ -19,6 +19,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BUILD_TIMEOUT = 120.0
+# The bound on a task the module refuses (bad input, a path or process it will not touch), measured by run_tasks around
+# it inside the play: ansible's start of the module included, on a host whose two cores also run another load (make
+# test runs the integration tests and the compat runs at once). Seconds, where a wait would run into the module's own
+# timeouts; the tests assert the message too, which names the immediate cause, never a timeout.
+REFUSED_TASK_SECONDS = 6.0
 
 
 class AnsibleRunError(RuntimeError):
