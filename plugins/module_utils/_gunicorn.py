@@ -55,7 +55,9 @@ _EXIT_CODE = re.compile(r'Worker \(pid:\s*(\d+)\) exited with code (-?\d+)')
 _REASON = re.compile(r'Reason: (.+)$')
 # A master that crashes while halting (a second worker's exit raises again) leaves only its traceback.
 _HALT_SERVER = re.compile(r"HaltServer '([^']+)' (\d+)>")
-_EXCEPTION_LINE = re.compile(r'^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*')
+# The last line of a traceback: the exception's name, alone or before ': '. A traceback's source lines, such as
+# logging's 'self.handleError(record)', also start with a name ending in Error, and are not exceptions.
+_EXCEPTION_LINE = re.compile(r'\A[A-Za-z_][\w.]*(Error|Exception|Exit)(: .*)?\Z')
 # gunicorn's own logging, interrupted by a signal handler that logs too (seen with gunicorn 20.1 while a broken
 # worker's traceback was being written): not the cause of anything, so an earlier error is kept instead.
 _LOGGING_ACCIDENT = re.compile(r'^RuntimeError: reentrant call inside <_io\.')

@@ -206,6 +206,24 @@ def test_summarize_log_keeps_the_worker_error_over_a_logging_reentrancy_error():
     assert _gunicorn.summarize_log(lines[1:2])[1] == "RuntimeError: reentrant call inside <_io.BufferedWriter name='/run/app/gunicorn.log'>"
 
 
+def test_summarize_log_ignores_source_lines_named_like_an_error():
+    # gunicorn 20.1 in the clean-clone CI of 6ee1e25: logging's own report of the reentrancy accident printed its
+    # call stack, whose source line 'self.handleError(record)' had been taken for the cause.
+    lines = LOG_HALT_CRASH.splitlines()[:1] + [
+        '--- Logging error ---',
+        "RuntimeError: reentrant call inside <_io.BufferedWriter name='/run/app/gunicorn.log'>",
+        'Call stack:',
+        '  File "/usr/lib/python3.11/logging/__init__.py", line 1118, in emit',
+        '    self.handleError(record)',
+        "Message: 'Worker exiting (pid: %s)'",
+        'Arguments: (8347,)'] + LOG_HALT_CRASH.splitlines()[1:]
+    assert _gunicorn.summarize_log(lines) == (
+        3, 'ImportError: release v2-broken is broken; gunicorn: Worker failed to boot')
+    assert _gunicorn.summarize_log(['self.handleError(record)', 'raise ImportError("x")']) == (None, None)
+    assert _gunicorn.summarize_log(['StopIteration', 'KeyboardInterrupt']) == (None, None)
+    assert _gunicorn.summarize_log(['SystemExit: 3'])[1] == 'SystemExit: 3'
+
+
 def test_shows_exit():
     assert _gunicorn.shows_exit(LOG_27.splitlines())
     assert _gunicorn.shows_exit(LOG_20.splitlines())

@@ -84,6 +84,8 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setattr(_proc, 'PROC', str(proc_root))
     monkeypatch.setattr(_systemd, 'run', nginx.run)
     monkeypatch.setattr(_nginx_server.time, 'sleep', lambda seconds: None)
+    # The controller running the unit tests need not have nginx installed.
+    monkeypatch.setattr(nginx_server.AnsibleModule, 'get_bin_path', lambda module, name, **kwargs: '/usr/sbin/' + name)
     return nginx
 
 
