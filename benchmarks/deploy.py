@@ -49,6 +49,8 @@ RELEASES = (("v1", "3.7"), ("v2", "3.10"), ("v3", "3.11"))
 SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR"
 # A deploy of a dozen hosts under load on two cores takes minutes; this bounds a hung one.
 DEPLOY_TIMEOUT = 1800
+# The load alone, before each measured deploy: what it costs the machine is not counted as the staging's.
+BASELINE_SECONDS = 3.0
 
 
 def log(message: str) -> None:
@@ -145,9 +147,10 @@ class Fleet:
                 if result.returncode:
                     sys.exit(f"benchmark: demo/make_release.py {release} failed: {result.stderr.strip()[-500:]}")
 
-    def deploy(self, release: str, extra: dict, stream: bool = False) -> tuple[dict, float]:
+    def deploy(self, release: str, extra: dict, stream: bool = False, cpu: CpuSampler | None = None) -> tuple[dict, float]:
         """(the run's graceful_rollout report, its wall time) of a deploy of ``release``, its output in the
-        collection's progress callback: on the terminal with ``stream``, else in WORKDIR/deploy-RELEASE.log."""
+        collection's progress callback: on the terminal with ``stream``, else in WORKDIR/deploy-RELEASE.log.
+        ``cpu`` samples the ansible-playbook's CPU time too."""
         report_path = self.workdir / f"report-{release}.json"
         report_path.unlink(missing_ok=True)
         log_path = self.workdir / f"deploy-{release}.log"
@@ -156,11 +159,20 @@ class Fleet:
         started = time.time()
         argv = [self.playbook, "graceful.wsgi.deploy", "-i", str(self.inventory), "-e", json.dumps(extra)]
         with open(log_path, "w") as log_file:
+            process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=None if stream else log_file,
+                                       stderr=subprocess.STDOUT)
+            if cpu is not None:
+                cpu.playbook_pid = process.pid
             try:
-                result = subprocess.run(argv, cwd=REPO, env=env, timeout=DEPLOY_TIMEOUT, check=False,
-                                        stdout=None if stream else log_file, stderr=subprocess.STDOUT)
+                process.wait(timeout=DEPLOY_TIMEOUT)
             except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
                 sys.exit(f"{self.name}: the deploy of {release} did not finish within {DEPLOY_TIMEOUT} s")
+            finally:
+                if cpu is not None:
+                    cpu.stop()
+            result = process
         seconds = time.time() - started
         try:
             report = json.loads(report_path.read_text()).get("graceful_rollout", {})
@@ -204,13 +216,52 @@ class Load:
         return verdict
 
 
-class CpuSampler:
-    """The machine's CPU use, sampled from /proc/stat while a deploy runs: on the test bed every host shares the
-    controller's cores, so a step that is CPU-bound there says so here."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Where a container's CPU time is counted: cgroup v1 (the test bed's, docs/fleet-testbed.md) or v2.
+CGROUP_CPU_FILES = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage", "/sys/fs/cgroup/cpu,cpuacct/docker/{id}/cpuacct.usage",
+                    "/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat", "/sys/fs/cgroup/docker/{id}/cpu.stat")
 
-    def __init__(self, interval: float = 0.5):
+
+def container_cpu_files(names: list[str]) -> dict[str, Path]:
+    """The cgroup file counting each container's CPU time, for those whose file is found."""
+    result = run(["docker", "inspect", "--format", "{{.Id}}", *names], 60, capture=True)
+    files = {}
+    for name, container_id in zip(names, result.stdout.split() if result.returncode == 0 else []):
+        for pattern in CGROUP_CPU_FILES:
+            path = Path(pattern.format(id=container_id))
+            if path.exists():
+                files[name] = path
+                break
+    return files
+
+
+def cgroup_cpu_seconds(path: Path) -> float:
+    text = path.read_text()
+    if path.name == "cpuacct.usage":
+        return int(text) / 1e9
+    fields = dict(line.split() for line in text.splitlines())
+    return int(fields["usage_usec"]) / 1e6
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children it has waited for: ansible-playbook with its task workers and their
+    ssh clients, each counted once its task ended."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
+class CpuSampler:
+    """The machine's CPU use while a deploy runs, sampled every ``interval`` s: the machine's busy time
+    (/proc/stat), each test-bed host's (its container's cgroup) and the controller's (ansible-playbook and its task
+    workers). On the test bed every host shares the controller's cores: a step that is CPU-bound there says so here."""
+
+    def __init__(self, containers: dict[str, Path] | None = None, interval: float = 0.5):
         self.interval = interval
-        self.samples: list[tuple[float, int, int]] = []
+        self.containers = containers or {}
+        self.playbook_pid: int | None = None
+        self.baseline_end: float | None = None
+        self.samples: list[tuple[float, int, int, dict[str, float], float | None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -222,24 +273,69 @@ class CpuSampler:
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
         return sum(fields) - idle, sum(fields)
 
+    def _sample(self) -> None:
+        busy, total = self._read()
+        hosts = {}
+        for name, path in self.containers.items():
+            try:
+                hosts[name] = cgroup_cpu_seconds(path)
+            except (OSError, ValueError, KeyError):
+                pass
+        controller = None
+        if self.playbook_pid is not None:
+            try:
+                controller = process_tree_cpu_seconds(self.playbook_pid)
+            except (OSError, ValueError, IndexError):
+                pass
+        self.samples.append((time.time(), busy, total, hosts, controller))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            busy, total = self._read()
-            self.samples.append((time.time(), busy, total))
+            self._sample()
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _inside(self, start: float, end: float) -> list[tuple]:
+        return [sample for sample in self.samples if start <= sample[0] <= end]
+
     def busy(self, start: float, end: float) -> float | None:
         """The share of the machine's CPU time that was busy between ``start`` and ``end`` (epoch seconds)."""
-        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        inside = self._inside(start, end)
         if len(inside) < 2:
             return None
-        busy0, total0 = inside[0][1:]
-        busy1, total1 = inside[-1][1:]
+        busy0, total0 = inside[0][1:3]
+        busy1, total1 = inside[-1][1:3]
         return (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+
+    def seconds(self, start: float, end: float, hosts: list[str]) -> dict[str, float] | None:
+        """CPU seconds spent between ``start`` and ``end``: by the machine, by ``hosts`` together, by the controller's
+        ansible-playbook, and by everything else (the load, the load balancer, the benchmark)."""
+        inside = self._inside(start, end)
+        if len(inside) < 2:
+            return None
+        first, last = inside[0], inside[-1]
+        machine = (last[1] - first[1]) / CLOCK_TICKS
+        counted = [name for name in hosts if name in first[3] and name in last[3]]
+        on_hosts = sum(last[3][name] - first[3][name] for name in counted)
+        # ansible-playbook's last sample is before it exited: the span's own samples of it, not the span's ends.
+        playbook = [sample[4] for sample in inside if sample[4] is not None]
+        controller = playbook[-1] - playbook[0] if playbook else 0.0
+        return dict(machine=machine, hosts=on_hosts, hosts_counted=len(counted), controller=controller,
+                    other=max(0.0, machine - on_hosts - controller), seconds=last[0] - first[0])
+
+    def net_seconds(self, start: float, end: float, hosts: list[str]) -> dict[str, float] | None:
+        """seconds(), less what the load alone cost over as long a time: the rates sampled before the deploy
+        started (baseline_end). ``load_cores`` is how many cores the load alone kept busy."""
+        spent = self.seconds(start, end, hosts)
+        base = self.seconds(self.samples[0][0], self.baseline_end, hosts) if self.baseline_end else None
+        if spent is None or not base or base["seconds"] <= 0:
+            return spent
+        scale = spent["seconds"] / base["seconds"]
+        net = {key: max(0.0, spent[key] - base[key] * scale) for key in ("machine", "hosts", "other")}
+        return dict(spent, **net, load_cores=base["machine"] / base["seconds"])
 
 
 def host_rows(report: dict) -> list[dict]:
@@ -277,13 +373,17 @@ def testbed_image(who: str) -> str:
     return image.stdout.strip()
 
 
-def deploy_under_load(fleet: Fleet, name: str, release: str, expect: str, extra: dict, stream: bool = False):
+def deploy_under_load(fleet: Fleet, name: str, release: str, expect: str, extra: dict, stream: bool = False,
+                      baseline_seconds: float = 0.0):
     """(report, seconds, the load's verdict, the load, the CPU samples) of a deploy of ``release`` while the load
-    runs through the load balancer; the load is stopped when the deploy fails."""
+    runs through the load balancer; the load is stopped when the deploy fails. With ``baseline_seconds``, the CPU
+    samples start that long before the deploy, the load alone running (CpuSampler.baseline)."""
     load = Load(fleet, name, expect)
-    cpu = CpuSampler()
+    cpu = CpuSampler(container_cpu_files(fleet.hosts))
+    time.sleep(baseline_seconds)
+    cpu.baseline_end = time.time()
     try:
-        report, seconds = fleet.deploy(release, extra, stream=stream)
+        report, seconds = fleet.deploy(release, extra, stream=stream, cpu=cpu)
     except SystemExit:
         load.process.kill()
         raise
@@ -294,16 +394,47 @@ def deploy_under_load(fleet: Fleet, name: str, release: str, expect: str, extra:
 
 def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> dict:
     log(f"deploy {name}: {release} under load ({extra.get('graceful_app_group', 'app')}, serial {extra.get('graceful_serial', '34%')})")
-    report, seconds, verdict, dummy, cpu = deploy_under_load(fleet, name, release, expect, extra)
+    report, seconds, verdict, dummy, cpu = deploy_under_load(fleet, name, release, expect, extra,
+                                                             baseline_seconds=BASELINE_SECONDS)
     stage = _timeline.staging(report.get("hosts", []))
     spans = _timeline.batches(report.get("hosts", []))
     result = dict(name=name, release=release, seconds=seconds, report=report, load=verdict,
                   batches=batch_times(report), staging=staging_time(report), hosts=host_rows(report),
                   cpu_staging=cpu.busy(*stage) if stage else None,
+                  cpu_seconds_staging=cpu.net_seconds(*stage, fleet.hosts) if stage else None,
                   cpu_batches=cpu.busy(spans[0][1], spans[-1][2]) if spans else None)
     log(f"deploy {name}: {seconds:.1f} s, {verdict['requests']} requests, {verdict['failed']} failed"
         + ("" if verdict["rc"] == 0 else f"; load problems: {verdict.get('problems')}"))
     return result
+
+
+def staging_floor(run_: dict) -> float | None:
+    """The shortest the staging could take on this machine's cores: its CPU time, net of the load's, spread over
+    the cores the load left free (None without the cgroup figures)."""
+    spent = run_.get("cpu_seconds_staging")
+    if not spent or not spent.get("hosts_counted") or "load_cores" not in spent:
+        return None
+    free = max(0.1, (os.cpu_count() or 1) - spent["load_cores"])
+    return (spent["hosts"] + spent["controller"] + spent["other"]) / free
+
+
+def print_staging_cpu(runs: dict[str, dict]) -> None:
+    """Per run, the CPU seconds the staging took, net of what the load alone cost over as long (the rates sampled
+    before the deploy), and the floor that sets on this machine."""
+    print()
+    print(f"{'staging':<7} {'hosts':>5} {'wall s':>7} | {'cpu s: hosts':>12} {'controller':>10} {'other':>6} "
+          f"{'per host':>9} | {'load cores':>10} {'cpu floor s':>11}")
+    for run_ in runs.values():
+        spent, floor = run_.get("cpu_seconds_staging"), staging_floor(run_)
+        if not floor:
+            print(f"{run_['name']:<7} {len(run_['hosts']):>5} {run_['staging']:>7.1f} | (no cgroup CPU figures for the hosts)")
+            continue
+        staged = len(run_["hosts"])
+        print(f"{run_['name']:<7} {staged:>5} {run_['staging']:>7.1f} | {spent['hosts']:>12.1f} {spent['controller']:>10.1f}"
+              f" {spent['other']:>6.1f} {(spent['hosts'] + spent['controller']) / staged:>9.1f} | {spent['load_cores']:>10.2f}"
+              f" {floor:>11.1f}")
+    print("(cpu s: the staging's CPU time on the app hosts (their containers), on the controller (ansible-playbook and its"
+          " workers) and elsewhere, each net of the load alone; the floor spreads it over the cores the load left free)")
 
 
 def print_tables(runs: dict[str, dict], serial: int) -> dict:
@@ -337,6 +468,7 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
               f"{len(run_['batches']):>8} {load['requests']:>9} {load['failed']:>7} {load['p50_ms']:>7.1f} {load['p99_ms']:>7.1f}"
               f" {shares[0]:>18} {shares[1]:>8}")
     print(f"(cpu busy: the share of this machine's {os.cpu_count()} cores in use; every host of the test bed runs on them)")
+    print_staging_cpu(runs)
     print()
     targets = []
     targets.append(("critical path / physical limit, worst host (median)", f"{worst:.2f}x ({median_ratio:.2f}x)",
@@ -351,11 +483,16 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
     targets.append((f"staging {len(full['hosts'])} hosts / staging 1 host", f"{staged_all:.1f} / {staged_one:.1f} s = "
                     f"{staged_all / staged_one:.2f}x" if staged_one else "n/a", "<= 2x",
                     bool(staged_one) and staged_all <= 2 * staged_one))
+    floor_one, floor_all = (staging_floor(run_) for run_ in (runs["one"], full))
+    if floor_all:
+        targets.append((f"staging {len(full['hosts'])} hosts / its floor, max(staging 1 host, its CPU on the cores left)",
+                        f"{staged_all:.1f} / {max(staged_one, floor_all):.1f} s = {staged_all / max(staged_one, floor_all):.2f}x",
+                        "info", None))
     failed = sum(run_["load"]["failed"] for run_ in runs.values())
     targets.append(("failed requests, every deploy", str(failed), "= 0", failed == 0))
     print(f"{'target':<75} {'measured':<45} {'bound':<7} met")
     for name, measured, bound, met in targets:
-        print(f"{name:<75} {measured:<45} {bound:<7} {'yes' if met else 'NO'}")
+        print(f"{name:<75} {measured:<45} {bound:<7} {'-' if met is None else 'yes' if met else 'NO'}")
     return dict(targets=[dict(name=n, measured=m, bound=b, met=ok) for n, m, b, ok in targets])
 
 

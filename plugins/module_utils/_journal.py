@@ -7,7 +7,10 @@
 Private to the collection: the interface may change without notice.
 
 A run appends one entry before each step that changes the fleet (``drain``, ``switch``, ``reload``, ``enable``)
-and one when a host is settled (``done``, ``failed``, ``reconciled``) or lost (``unreachable``). A run that dies
+and one when a host is settled (``done``, ``failed``, ``reconciled``) or lost (``unreachable``). A ``switch`` entry
+with ``reload`` true announces the server's reload that follows it too, and a rollout writes no ``enable`` entry
+for a host it drained: each entry is a round trip to the lock host on the host's critical path, and neither would
+change what the next run does (it proves the release current points to and enables the host). A run that dies
 leaves its journal in its lock; one that ends with hosts it could not settle leaves them in the pending record
 next to the lock. The next run folds those entries per host (:func:`host_states`) and reconciles every host
 that is not settled (:func:`reconcile_plan`) before its own job.
@@ -78,7 +81,8 @@ def _truthy(value):
 
 
 def _new_state(host):
-    return dict(host=host, drained=False, step=None, release='', proven='', lost_at='', last_at='', run='')
+    return dict(host=host, drained=False, step=None, release='', proven='', lost_at='', last_at='', run='',
+                reload_follows=False)
 
 
 def host_states(entries):
@@ -86,7 +90,8 @@ def host_states(entries):
 
     state: ``drained`` (out of the load balancer, or may be), ``step`` (the step announced and never settled, or
     None), ``release`` (what current may point to: the switch's target once announced), ``proven`` (the last
-    release the host was proven to serve), ``lost_at`` (the step at which it became unreachable), ``last_at``, ``run``.
+    release the host was proven to serve), ``lost_at`` (the step at which it became unreachable), ``last_at``, ``run``,
+    ``reload_follows`` (the last switch announced the reload after it).
     """
     states = {}
     for entry in entries:
@@ -96,6 +101,7 @@ def host_states(entries):
         state['run'] = entry.get('run', state['run'])
         if kind in STEPS:
             state['step'] = kind
+            state['reload_follows'] = kind == 'switch' and _truthy(entry.get('reload', False))
             if kind == 'drain':
                 state['drained'] = True
                 state['proven'] = state['proven'] or entry.get('from', '')
@@ -134,7 +140,7 @@ def reconcile_plan(entries):
     Every host is proven on the release current points to and enabled when it passes. ``fallback`` is the
     release to switch back to when it fails (its last proven one; empty when none is known, then the host stays
     out). ``upgrade_pending`` marks a host whose reload was announced and never settled: a gunicorn upgrade may
-    have left two masters.
+    have left two masters (a ``reload`` entry, or a ``switch`` that announced the reload after it).
     """
     plan = []
     for state in pending(entries):
@@ -145,7 +151,7 @@ def reconcile_plan(entries):
             lost_at=state['lost_at'],
             release=state['release'],
             fallback=state['proven'] if state['proven'] != state['release'] else '',
-            upgrade_pending=state['step'] == 'reload',
+            upgrade_pending=state['step'] == 'reload' or (state['step'] == 'switch' and state['reload_follows']),
             run=state['run'],
         ))
     return plan

@@ -83,8 +83,10 @@ options:
         Fails, recording nothing, when this run does not hold the lock.
       - C(host) and C(step) are required; C(step) is one of C(drain), C(switch), C(reload), C(enable) (announced
         before the step), C(done), C(failed), C(unreachable), C(reconciled). C(release) and C(from) name the
-        releases involved; C(failed) entries say with C(drained) and C(settled) what the undo left. Other keys are
-        kept as they are. C(at) is set to the time of the append unless given.
+        releases involved; C(failed) entries say with C(drained) and C(settled) what the undo left. A C(switch)
+        entry with C(reload=true) announces the server's reload after the switch too (an interrupted gunicorn
+        upgrade is then settled by the next run). Other keys are kept as they are. C(at) is set to the time of the
+        append unless given.
       - Only with O(state=present).
     type: dict
 notes:

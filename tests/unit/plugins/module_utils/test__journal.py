@@ -21,9 +21,17 @@ def entry(host, step, **extra):
 
 
 def deployed(host, old='v1', new='v2'):
-    """The entries of a host that went all the way."""
+    """The entries of a host that went all the way, as a run before the switch announced its reload wrote them:
+    journals such a run left are still reconciled."""
     return [entry(host, 'drain', **{'from': old}), entry(host, 'switch', release=new, **{'from': old}),
             entry(host, 'reload', release=new), entry(host, 'enable', release=new), entry(host, 'done', release=new)]
+
+
+def rolled(host, old='v1', new='v2'):
+    """The entries of a host that went all the way, as the rollout writes them now: the switch announces the reload
+    after it, and the enable has no entry of its own."""
+    return [entry(host, 'drain', **{'from': old}), entry(host, 'switch', release=new, reload=True, **{'from': old}),
+            entry(host, 'done', release=new)]
 
 
 # Every place a run can stop on a host: the entries it left, then what the next run must do there.
@@ -51,6 +59,21 @@ STOPPED_AT = [
      None),
     ('switched without a load balancer', [entry('app1', 'switch', release='v2', **{'from': 'v1'})],
      dict(host='app1', drained=False, step='switch', release='v2', fallback='v1', upgrade_pending=False)),
+    ('done, the switch announcing the reload', rolled('app1'), None),
+    # Killed while switching, reloading, verifying or enabling: the same entries, and the same plan (prove what
+    # current points to, settle a gunicorn upgrade that may be pending, enable).
+    ('killed after the switch announced its reload', rolled('app1')[:2],
+     dict(host='app1', drained=True, step='switch', release='v2', fallback='v1', upgrade_pending=True)),
+    ('the reload flag as a template renders it', [entry('app1', 'switch', release='v2', reload='True', **{'from': 'v1'})],
+     dict(host='app1', drained=False, step='switch', release='v2', fallback='v1', upgrade_pending=True)),
+    ('failed after the switch announced its reload, undo left it drained',
+     rolled('app1')[:2] + [entry('app1', 'failed', release='v1', drained=True)],
+     dict(host='app1', drained=True, step='switch', release='v1', fallback='', upgrade_pending=True)),
+    ('failed, undone by a switch back that announced its reload, then settled',
+     rolled('app1')[:2] + [entry('app1', 'switch', release='v1', reload=True, **{'from': 'v2'}),
+                           entry('app1', 'failed', release='v1', drained=False, settled=True)], None),
+    ('a drain after a switch that announced its reload', rolled('app1')[:2] + [entry('app1', 'drain', **{'from': 'v2'})],
+     dict(host='app1', drained=True, step='drain', release='v2', fallback='v1', upgrade_pending=False)),
 ]
 
 
