@@ -82,7 +82,7 @@ def _truthy(value):
 
 def _new_state(host):
     return dict(host=host, drained=False, step=None, release='', proven='', lost_at='', last_at='', run='',
-                reload_follows=False)
+                reload_announced=False)
 
 
 def host_states(entries):
@@ -91,7 +91,7 @@ def host_states(entries):
     state: ``drained`` (out of the load balancer, or may be), ``step`` (the step announced and never settled, or
     None), ``release`` (what current may point to: the switch's target once announced), ``proven`` (the last
     release the host was proven to serve), ``lost_at`` (the step at which it became unreachable), ``last_at``, ``run``,
-    ``reload_follows`` (the last switch announced the reload after it).
+    ``reload_announced`` (the last step announced a reload: a ``reload`` entry, or a ``switch`` with ``reload``).
     """
     states = {}
     for entry in entries:
@@ -101,7 +101,7 @@ def host_states(entries):
         state['run'] = entry.get('run', state['run'])
         if kind in STEPS:
             state['step'] = kind
-            state['reload_follows'] = kind == 'switch' and _truthy(entry.get('reload', False))
+            state['reload_announced'] = kind == 'reload' or (kind == 'switch' and _truthy(entry.get('reload', False)))
             if kind == 'drain':
                 state['drained'] = True
                 state['proven'] = state['proven'] or entry.get('from', '')
@@ -151,7 +151,7 @@ def reconcile_plan(entries):
             lost_at=state['lost_at'],
             release=state['release'],
             fallback=state['proven'] if state['proven'] != state['release'] else '',
-            upgrade_pending=state['step'] == 'reload' or (state['step'] == 'switch' and state['reload_follows']),
+            upgrade_pending=state['reload_announced'],
             run=state['run'],
         ))
     return plan
