@@ -169,18 +169,14 @@ class Fleet:
                 process.kill()
                 process.wait()
                 sys.exit(f"{self.name}: the deploy of {release} did not finish within {DEPLOY_TIMEOUT} s")
-            finally:
-                if cpu is not None:
-                    cpu.stop()
-            result = process
         seconds = time.time() - started
         try:
             report = json.loads(report_path.read_text()).get("graceful_rollout", {})
         except (OSError, ValueError):
             report = {}
-        if result.returncode or not report.get("ok"):
+        if process.returncode or not report.get("ok"):
             tail = "" if stream else "\n".join(log_path.read_text().splitlines()[-25:])
-            sys.exit(f"{self.name}: the deploy of {release} failed (rc={result.returncode}){': ' if tail else ''}\n{tail}")
+            sys.exit(f"{self.name}: the deploy of {release} failed (rc={process.returncode}){': ' if tail else ''}\n{tail}")
         return report, seconds
 
 
@@ -377,7 +373,7 @@ def deploy_under_load(fleet: Fleet, name: str, release: str, expect: str, extra:
                       baseline_seconds: float = 0.0):
     """(report, seconds, the load's verdict, the load, the CPU samples) of a deploy of ``release`` while the load
     runs through the load balancer; the load is stopped when the deploy fails. With ``baseline_seconds``, the CPU
-    samples start that long before the deploy, the load alone running (CpuSampler.baseline)."""
+    samples start that long before the deploy, the load alone running (CpuSampler.baseline_end)."""
     load = Load(fleet, name, expect)
     cpu = CpuSampler(container_cpu_files(fleet.hosts))
     time.sleep(baseline_seconds)
@@ -483,7 +479,7 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
     targets.append((f"staging {len(full['hosts'])} hosts / staging 1 host", f"{staged_all:.1f} / {staged_one:.1f} s = "
                     f"{staged_all / staged_one:.2f}x" if staged_one else "n/a", "<= 2x",
                     bool(staged_one) and staged_all <= 2 * staged_one))
-    floor_one, floor_all = (staging_floor(run_) for run_ in (runs["one"], full))
+    floor_all = staging_floor(full)
     if floor_all:
         targets.append((f"staging {len(full['hosts'])} hosts / its floor, max(staging 1 host, its CPU on the cores left)",
                         f"{staged_all:.1f} / {max(staged_one, floor_all):.1f} s = {staged_all / max(staged_one, floor_all):.2f}x",
