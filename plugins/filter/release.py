@@ -8,15 +8,10 @@ __metaclass__ = type
 
 # Decisions about a release's layout on the hosts. Each filter is documented in a file of its name beside this one.
 
-import re
-
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.six import string_types
-
-# A path inside the release: names of letters, digits, '.', '_' and '-', joined by '/', none of them '.' or '..'.
-RELATIVE_PATH = re.compile(r'\A[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z')
-ACCOUNT = re.compile(r'\A[a-z_][a-z0-9_-]*\$?\Z')
-MODE = re.compile(r'\A0?[0-7]{3}\Z')
+# The same rules as the module release_stage, which the role hands these paths and accounts to.
+from ansible_collections.graceful.wsgi.plugins.module_utils._release_stage import ACCOUNT, MODE, RELATIVE_PATH
 
 
 def release_path(value, option):
