@@ -48,8 +48,9 @@ WHEEL = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.+!-]*\.whl\Z')
 CODE_MARKER = '.graceful-release'
 WHEELHOUSE_MARKER = '.complete'
 VENV_MARKER = '.graceful-wheels'
-# Where Debian keeps the wheels ensurepip installs (python3-pip-whl, which python3-venv depends on).
+# Where Debian keeps the wheels ensurepip installs (python3-pip-whl, which python3-venv depends on), for its python3.
 PIP_WHEELS = ('/usr/share/python-wheels/pip-*-py3-none-any.whl',)
+SYSTEM_PYTHON = '/usr/bin/python3'
 ROOT_DIR_MODE = 0o755
 # Owner of everything but the shared and writable paths (unit tests use their own user).
 ROOT_IDS = (0, 0)
@@ -316,6 +317,14 @@ def pip_wheel(patterns=PIP_WHEELS):
     return sorted(found, key=version_key)[-1] if found else None
 
 
+def pip_wheel_for(python, system_python=SYSTEM_PYTHON, patterns=PIP_WHEELS):
+    """The wheel of pip to install into a venv of ``python`` with, '' for the venv's own pip: Debian's wheel is its
+    python3's, another interpreter (a pip too old for it) gets ensurepip."""
+    if os.path.realpath(python) != os.path.realpath(system_python):
+        return ''
+    return pip_wheel(patterns) or ''
+
+
 def version_key(path):
     version = os.path.basename(path).split('-')[1]
     return [int(part) if part.isdigit() else -1 for part in version.split('.')]
@@ -430,7 +439,7 @@ def run(params, check_mode, runner=None, pip_wheel_path=None):
     release_dir = os.path.join(app_root, 'releases', release)
     wheelhouse_dir = os.path.join(app_root, 'wheelhouse', params['wheelhouse'])
     if pip_wheel_path is None:
-        pip_wheel_path = pip_wheel()
+        pip_wheel_path = pip_wheel_for(params['python'])
     changes = []
 
     def note(what, changed):

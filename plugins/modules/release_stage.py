@@ -22,9 +22,10 @@ description:
   - An action plugin sends the two archives, from the controller, only to a host that lacks them. It asks with one
     shell command, not a module run. A wheelhouse is named after its requirements and never changes. A release's
     code is not sent again once its C(.graceful-release) marker is there.
-  - The venv is made without ensurepip when the host ships a wheel of pip for it (Debian's
-    C(/usr/share/python-wheels)). That pip, run by the venv's interpreter, installs the wheels into it. Otherwise the
-    venv gets its own pip. No venv is removed or rebuilt, so a release that C(current) points to can be staged again
+  - When O(python) is the system's C(/usr/bin/python3) and the host ships a wheel of pip for it (Debian's
+    C(/usr/share/python-wheels)), the venv is made without ensurepip. That pip, unpacked once into
+    C(APP_ROOT/wheelhouse), is run by the venv's interpreter and installs the wheels into it. Otherwise the venv gets
+    its own pip. No venv is removed or rebuilt, so a release that C(current) points to can be staged again
     under its running server.
   - Every directory is opened without following a link, one name at a time from O(app_root). A link that the app's
     user put where a shared or writable directory goes is refused by name and never followed.

@@ -273,3 +273,15 @@ def test_names_that_become_paths_or_owners_are_checked_first(tmp_path, archives,
     result, failed = module(host, **params(tmp_path, archives, **{option: value}))
     assert failed and result['msg'].startswith(message), result['msg']
     assert host.commands == [] and not (tmp_path / 'srv').exists()
+
+
+def test_the_pip_wheel_is_the_system_pythons_alone(tmp_path, pip_wheel):
+    newer = tmp_path / 'python-wheels' / 'pip-23.10.1-py3-none-any.whl'
+    newer.write_bytes(b'PK')
+    patterns = (str(tmp_path / 'python-wheels' / 'pip-*-py3-none-any.whl'),)
+    python3 = tmp_path / 'python3.11'
+    python3.write_text('')
+    (tmp_path / 'python3').symlink_to(python3)
+    assert _release_stage.pip_wheel_for(str(tmp_path / 'python3'), str(python3), patterns) == str(newer)
+    assert _release_stage.pip_wheel_for('/opt/python3.13/bin/python3', str(python3), patterns) == ''
+    assert _release_stage.pip_wheel_for(str(python3), str(python3), (str(tmp_path / 'none-*.whl'),)) == ''
