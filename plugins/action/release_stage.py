@@ -20,11 +20,12 @@ class ActionModule(ActionBase):
     Which archives the host lacks is asked with one shell command (test -e of their markers), not a module run: a
     staging of a release the host has costs one module run in all."""
 
-    TRANSFERS_FILES = True
+    # No temporary directory up front: one is made only when an archive is sent.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         super(ActionModule, self).run(tmp, task_vars)
-        del tmp  # unused: the temporary directory is made only when an archive is sent
+        del tmp  # unused
         validation, args = self.validate_argument_spec(argument_spec=_release_stage.ARGUMENT_SPEC)
         params = validation.validated_parameters
         problem = _release_stage.check_params(params)
@@ -41,7 +42,7 @@ class ActionModule(ActionBase):
                 if option not in missing:
                     args.pop(option, None)  # the host has it: the module must not look for it
                 elif not self._task.check_mode:
-                    if not made_tmp:
+                    if self._connection._shell.tmpdir is None:
                         self._make_tmp_path()
                         made_tmp = True
                     remote = self._connection._shell.join_path(self._connection._shell.tmpdir, option)
