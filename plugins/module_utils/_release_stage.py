@@ -12,12 +12,12 @@ Facts relied on (the layout of the role release):
 * ``<app_root>/wheelhouse/<id>`` holds the wheels of one set of requirements, ``.complete`` in it says so. A
   wheelhouse never changes once complete; it is unpacked beside its place and renamed into it, so an interrupted
   unpack never passes for a complete one;
-* the venv is made without ensurepip, which costs more CPU than the rest of the staging together. The wheels are
-  installed by pip from the wheel of pip the host's Python ships for ensurepip (Debian: ``/usr/share/python-wheels``),
+* the venv is made without ensurepip (about 1.9 CPU-s per venv on a test-bed host). The wheels are installed by pip
+  from the wheel of pip that Debian ships for its python3's ensurepip (``/usr/share/python-wheels``). That pip is
   unpacked once into ``<app_root>/wheelhouse/.pip-<version>-...`` (root's, where it keeps its compiled modules) and
-  run by the venv's interpreter, so they land in the venv. Without such a wheel, the
-  venv is made with ensurepip and its own pip installs them. ``venv/.graceful-wheels`` names the wheels installed,
-  and no venv is ever removed: a release current points to may be staged again, under its running server;
+  run by the venv's interpreter, so the wheels land in the venv. Without such a wheel, or for another interpreter,
+  the venv is made with ensurepip and its own pip installs them. ``venv/.graceful-wheels`` names the wheels
+  installed, and no venv is ever removed: a release current points to may be staged again, under its running server;
 * the app user owns its shared directories and its writable ones. Every directory is walked to from ``app_root``
   one name at a time, each opened without following a link: a link the app puts in place of a directory is refused
   by name, never followed to chown or chmod what it points to.
@@ -148,12 +148,13 @@ def ensure_tree(base, relative, uid, gid, mode, check_mode):
     """Every directory of ``relative`` under the directory ``base``; those created and the last one get ``uid``,
     ``gid`` and ``mode``, those in between that exist are left as they are. Returns whether anything changed.
 
-    StageError names the first component that is a link or a file."""
+    ``base`` is root's (app_root or a release in it) and is opened as it is; StageError names the first component
+    below it that is a link or a file."""
     if check_mode and not os.path.isdir(base):
         return True
     changed = False
     names = relative.split('/')
-    fd = open_directory(base)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | getattr(os, 'O_CLOEXEC', 0))
     try:
         walked = base
         for position, name in enumerate(names):
@@ -185,6 +186,21 @@ def ensure_tree(base, relative, uid, gid, mode, check_mode):
 def root_tree(base, relative, check_mode):
     """ensure_tree for directories of root's, mode 0755."""
     return ensure_tree(base, relative, ROOT_IDS[0], ROOT_IDS[1], ROOT_DIR_MODE, check_mode)
+
+
+def make_app_root(app_root, check_mode):
+    """``app_root`` made root's, mode 0755, with the directories above it when missing. A link above it or at it is
+    followed: that is root's layout (a /srv on another volume), where the app's user cannot write."""
+    created = not os.path.isdir(app_root)
+    if created:
+        if check_mode:
+            return True
+        os.makedirs(app_root, ROOT_DIR_MODE)
+    fd = os.open(app_root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        return set_owner_and_mode(fd, app_root, ROOT_IDS[0], ROOT_IDS[1], ROOT_DIR_MODE, check_mode) or created
+    finally:
+        os.close(fd)
 
 
 def set_owner_and_mode(fd, path, uid, gid, mode, check_mode):
@@ -446,7 +462,7 @@ def run(params, check_mode, runner=None, pip_wheel_path=None):
         if changed:
             changes.append(what)
 
-    note('app_root', root_tree('/', app_root.lstrip('/'), check_mode))
+    note('app_root', make_app_root(app_root, check_mode))
     for directory in ('releases', 'wheelhouse'):
         note(directory, root_tree(app_root, directory, check_mode))
     # Made root's when missing; one an earlier version made the app's is left as it is.

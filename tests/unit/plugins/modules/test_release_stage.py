@@ -285,3 +285,12 @@ def test_the_pip_wheel_is_the_system_pythons_alone(tmp_path, pip_wheel):
     assert _release_stage.pip_wheel_for(str(tmp_path / 'python3'), str(python3), patterns) == str(newer)
     assert _release_stage.pip_wheel_for('/opt/python3.13/bin/python3', str(python3), patterns) == ''
     assert _release_stage.pip_wheel_for(str(python3), str(python3), (str(tmp_path / 'none-*.whl'),)) == ''
+
+
+def test_an_app_root_on_a_linked_volume_is_followed(tmp_path, archives):
+    volume = tmp_path / 'data'
+    volume.mkdir()
+    (tmp_path / 'srv').symlink_to(volume)
+    result, failed = module(Host(), **params(tmp_path, archives))
+    assert not failed, result
+    assert (volume / 'shop' / 'releases' / 'v1' / '.graceful-release').is_file()
