@@ -37,7 +37,7 @@ import shutil
 import stat
 import zipfile
 
-from ansible_collections.graceful.wsgi.plugins.module_utils import _release_switch, _systemd
+from ansible_collections.graceful.wsgi.plugins.module_utils import _release_switch, _static, _systemd
 
 # A path inside the release: names of letters, digits, '.', '_' and '-', joined by '/', none of them '.' or '..'.
 RELATIVE_PATH = re.compile(r'\A[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z')
@@ -54,7 +54,8 @@ SYSTEM_PYTHON = '/usr/bin/python3'
 ROOT_DIR_MODE = 0o755
 # Owner of everything but the shared and writable paths (unit tests use their own user).
 ROOT_IDS = (0, 0)
-OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, 'O_CLOEXEC', 0)
+# A directory given by root (app_root, a release): a link there is root's layout and is followed.
+ROOT_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 # The module's options, which its action plugin validates too before it asks the host anything.
@@ -75,18 +76,16 @@ ARGUMENT_SPEC = dict(
     writable=dict(type='list', elements='str', default=[]),
     command_timeout=dict(type='float', default=300),
 )
-# What the action plugin sends, and the file on the host whose presence means it need not.
-ARCHIVES = dict(wheelhouse_archive=('wheelhouse', WHEELHOUSE_MARKER), src_archive=('releases', CODE_MARKER))
+# What the action plugin sends: the directory of app_root it goes into, the option naming its directory there, and
+# the file whose presence on the host means it need not be sent.
+ARCHIVES = dict(wheelhouse_archive=('wheelhouse', 'wheelhouse', WHEELHOUSE_MARKER),
+                src_archive=('releases', 'release', CODE_MARKER))
 
 
 def archive_markers(params):
     """{option: marker path on the host} of the archives given, the files whose presence makes sending them moot."""
-    markers = {}
-    for option, (directory, marker) in ARCHIVES.items():
-        if params.get(option):
-            name = params['wheelhouse'] if option == 'wheelhouse_archive' else params['release']
-            markers[option] = os.path.join(params['app_root'], directory, name, marker)
-    return markers
+    return dict((option, os.path.join(params['app_root'], directory, params[name], marker))
+                for option, (directory, name, marker) in ARCHIVES.items() if params.get(option))
 
 
 class StageError(Exception):
@@ -134,13 +133,16 @@ def relative_path(value):
 
 # ---------------------------------------------------------------- directories, walked without following links
 
-def open_directory(path, parent_fd=None):
-    """A descriptor of the directory ``path`` (a name under ``parent_fd``), opened without following a link."""
+def open_directory(parent_fd, name, shown):
+    """A descriptor of the directory ``name`` in ``parent_fd`` (an absolute path with None), never through a link
+    (_static.open_dir_at). StageError naming ``shown`` when it is a link or a file; OSError (ENOENT) when missing."""
     try:
-        return os.open(path, OPEN_DIR, dir_fd=parent_fd)
+        return _static.open_dir_at(parent_fd, name)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StageError('%s is not a directory but a link or a file: refused, nothing was followed' % path)
+            raise StageError('%s is not a directory but a link or a file: refused, nothing was followed' % shown)
+        if exc.errno != errno.ENOENT:
+            raise StageError('cannot open %s: %s' % (shown, exc.strerror))
         raise
 
 
@@ -154,24 +156,19 @@ def ensure_tree(base, relative, uid, gid, mode, check_mode):
         return True
     changed = False
     names = relative.split('/')
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | getattr(os, 'O_CLOEXEC', 0))
+    fd = os.open(base, ROOT_DIR_FLAGS)
     try:
         walked = base
         for position, name in enumerate(names):
             walked = os.path.join(walked, name)
             last = position == len(names) - 1
             try:
-                child = os.open(name, OPEN_DIR, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise StageError('%s is not a directory but a link or a file: refused, nothing was followed'
-                                     % walked)
-                if exc.errno != errno.ENOENT:
-                    raise StageError('cannot open %s: %s' % (walked, exc.strerror))
+                child = open_directory(fd, name, walked)
+            except OSError:  # missing: the others are StageError
                 if check_mode:
                     return True
                 os.mkdir(name, mode, dir_fd=fd)
-                child = os.open(name, OPEN_DIR, dir_fd=fd)
+                child = open_directory(fd, name, walked)
                 changed = True
                 last = True  # a directory made here gets the owner and mode, like the last one
             os.close(fd)
@@ -196,7 +193,7 @@ def make_app_root(app_root, check_mode):
         if check_mode:
             return True
         os.makedirs(app_root, ROOT_DIR_MODE)
-    fd = os.open(app_root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, 'O_CLOEXEC', 0))
+    fd = os.open(app_root, ROOT_DIR_FLAGS)
     try:
         return set_owner_and_mode(fd, app_root, ROOT_IDS[0], ROOT_IDS[1], ROOT_DIR_MODE, check_mode) or created
     finally:
@@ -219,17 +216,21 @@ def set_owner_and_mode(fd, path, uid, gid, mode, check_mode):
     return changed
 
 
-def user_ids(option, user, group=None):
-    """(uid, gid) of ``user`` and ``group`` (the user's own group by default); StageError naming the option and the
-    missing account."""
+def user_ids(option, user, group, check_mode):
+    """(uid, gid) of ``user`` and ``group`` (the user's own group when None); StageError naming the option and the
+    missing account. In check mode a missing account is None: the account comes earlier in the same run."""
     try:
         uid = pwd.getpwnam(user).pw_uid
     except KeyError:
+        if check_mode:
+            return None
         raise StageError('%s: user %s does not exist on the host' % (option, user))
     group = group or user
     try:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:
+        if check_mode:
+            return None
         raise StageError('%s: group %s does not exist on the host' % (option, group))
     return uid, gid
 
@@ -271,22 +272,28 @@ def stage_wheelhouse(app_root, wheelhouse, archive, runner, timeout, check_mode)
                          % (wheelhouse, os.path.join(place, WHEELHOUSE_MARKER)))
     if check_mode:
         return True
-    unpacking = place + '.unpacking'
-    remove_tree(unpacking)
-    remove_tree(place)
-    os.mkdir(unpacking, ROOT_DIR_MODE)
-    unpack(archive, unpacking, runner, timeout)
-    if not exists(os.path.join(unpacking, WHEELHOUSE_MARKER)):
-        with open(os.path.join(unpacking, WHEELHOUSE_MARKER), 'w') as marker:
-            marker.write('%s\n' % wheelhouse)
-    os.rename(unpacking, place)
+
+    def fill(unpacking):
+        unpack(archive, unpacking, runner, timeout)
+        if not exists(os.path.join(unpacking, WHEELHOUSE_MARKER)):
+            with open(os.path.join(unpacking, WHEELHOUSE_MARKER), 'w') as marker:
+                marker.write('%s\n' % wheelhouse)
+
+    replace_directory(place, fill)
     return True
 
 
-def remove_tree(path):
-    """What an interrupted unpack left: root's, inside the root-owned wheelhouse directory."""
-    if exists(path):
-        shutil.rmtree(path)
+def replace_directory(place, fill):
+    """``place`` made anew: ``fill`` fills a directory beside it, which is then renamed over it, so an interrupted
+    fill never passes for a complete one. What an earlier fill left is root's, in the root-owned wheelhouse
+    directory."""
+    unpacking = place + '.unpacking'
+    for leftover in (unpacking, place):
+        if exists(leftover):
+            shutil.rmtree(leftover)
+    os.mkdir(unpacking, ROOT_DIR_MODE)
+    fill(unpacking)
+    os.rename(unpacking, place)
 
 
 def stage_code(release_dir, release, archive, runner, timeout, check_mode):
@@ -362,13 +369,12 @@ def unpacked_pip(pip_wheel_path, wheelhouse_root):
     place = os.path.join(wheelhouse_root, '.' + os.path.basename(pip_wheel_path)[:-len('.whl')])
     if os.path.isfile(os.path.join(place, 'pip', '__main__.py')):
         return place
-    unpacking = place + '.unpacking'
-    remove_tree(unpacking)
-    os.mkdir(unpacking, ROOT_DIR_MODE)
-    with zipfile.ZipFile(pip_wheel_path) as wheel:
-        wheel.extractall(unpacking)
-    remove_tree(place)
-    os.rename(unpacking, place)
+
+    def fill(unpacking):
+        with zipfile.ZipFile(pip_wheel_path) as wheel:
+            wheel.extractall(unpacking)
+
+    replace_directory(place, fill)
     return place
 
 
@@ -409,14 +415,10 @@ def link_shared(release_dir, app_root, path, check_mode):
     changed = bool(parent) and root_tree(release_dir, parent, check_mode)
     if check_mode and (changed or not os.path.isdir(release_dir)):
         return True
-    fd = open_directory(os.path.join(release_dir, parent) if parent else release_dir)
+    where_parent = os.path.join(release_dir, parent) if parent else release_dir
+    fd = open_directory(None, where_parent, where_parent)
     try:
-        try:
-            status = os.lstat(name, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            status = None
+        status = _static.lstat_at(fd, name)
         where = os.path.join(release_dir, path)
         if status is not None and stat.S_ISLNK(status.st_mode) and os.readlink(name, dir_fd=fd) == target:
             return changed
@@ -481,24 +483,17 @@ def run(params, check_mode, runner=None, pip_wheel_path=None):
     note('wheels', installed)
 
     for item in params['shared']:
-        try:
-            uid, gid = user_ids('shared path %s' % item['path'], item['owner'], item['group'])
-        except StageError:
-            if not check_mode:
-                raise
-            note('shared', True)  # the account comes earlier in the same run
+        ids = user_ids('shared path %s' % item['path'], item['owner'], item['group'], check_mode)
+        if ids is None:
+            note('shared', True)
             continue
-        note('shared', ensure_tree(app_root, 'shared/' + item['path'], uid, gid, int(item['mode'], 8), check_mode))
+        note('shared', ensure_tree(app_root, 'shared/' + item['path'], ids[0], ids[1], int(item['mode'], 8),
+                                   check_mode))
         note('links', link_shared(release_dir, app_root, item['path'], check_mode))
-    for path in params['writable']:
-        try:
-            uid, gid = user_ids('user (owner of writable %s)' % path, params['user'])
-        except StageError:
-            if not check_mode:
-                raise
-            note('writable', True)
-            continue
-        note('writable', ensure_tree(release_dir, path, uid, gid, ROOT_DIR_MODE, check_mode))
+    if params['writable']:
+        ids = user_ids('user (owner of writable %s)' % ', '.join(params['writable']), params['user'], None, check_mode)
+        for path in params['writable']:
+            note('writable', ids is None or ensure_tree(release_dir, path, ids[0], ids[1], ROOT_DIR_MODE, check_mode))
     return dict(changed=bool(changes), changes=sorted(set(changes)), release=release, venv=venv, wheels=wheels,
                 msg=('release %s staged: %s' % (release, ', '.join(sorted(set(changes)))) if changes
                      else 'release %s was staged already' % release))
