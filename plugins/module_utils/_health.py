@@ -202,3 +202,52 @@ def run_gate(url, fetch, successes, timeout, interval, request_timeout, status_c
     except WaitTimeout as exc:
         raise GateFailed(str(exc), state, deadline.elapsed())
     return state, deadline.elapsed()
+
+
+# The options of a health gate: the module graceful.wsgi.health_gate's, and the suboptions of release_proof's
+# health, which runs the gate and the proof in one task.
+ARGUMENT_SPEC = dict(
+    url=dict(type='str', required=True),
+    successes=dict(type='int', default=3),
+    timeout=dict(type='float', default=60),
+    interval=dict(type='float', default=0.5),
+    request_timeout=dict(type='float', default=5),
+    status_code=dict(type='list', elements='int', default=[200]),
+    body_regex=dict(type='str'),
+    headers=dict(type='dict', default={}),
+    validate_certs=dict(type='bool', default=True),
+)
+
+
+def gate(params, fetch=None, option_prefix=''):
+    """Runs the gate the options ``params`` describe: (passed, result, msg).
+
+    ``result`` has the module's return values (url, attempts, consecutive, elapsed, status, body, failures,
+    last_failure); ``msg`` says why it failed, or what passed. Bad options fail at once, before any request, with
+    their name after ``option_prefix`` (``health.`` where they are a module's suboptions).
+    """
+    url = params['url']
+    result = dict(url=url, attempts=0, consecutive=0, elapsed=0.0, status=None, body=None, failures=0,
+                  last_failure=None)
+    try:
+        check_url(url)
+        check_numbers(params['successes'], params['timeout'], params['interval'], params['request_timeout'],
+                      params['status_code'])
+        pattern = compile_pattern(params['body_regex'])
+    except GateError as exc:
+        return False, result, option_prefix + str(exc)
+    if fetch is None:
+        headers = dict((str(name), str(value)) for name, value in params['headers'].items())
+
+        def fetch(timeout):
+            return http_get(url, headers, params['validate_certs'], timeout)
+
+    try:
+        state, elapsed = run_gate(url, fetch, params['successes'], params['timeout'], params['interval'],
+                                  params['request_timeout'], params['status_code'], pattern)
+    except GateFailed as exc:
+        result.update(exc.state.summary(), elapsed=round(exc.elapsed, 3))
+        return False, result, str(exc)
+    result.update(state.summary(), elapsed=round(elapsed, 3))
+    return True, result, 'health gate passed: %s answered %d consecutive successes after %d attempts in %.2f s' % (
+        url, state.consecutive, state.attempts, elapsed)

@@ -7,10 +7,11 @@
 Private to the collection: the interface may change without notice.
 
 A run appends one entry before each step that changes the fleet (``drain``, ``switch``, ``reload``, ``enable``)
-and one when a host is settled (``done``, ``failed``, ``reconciled``) or lost (``unreachable``). A ``switch`` entry
-with ``reload`` true announces the server's reload that follows it too, and a rollout writes no ``enable`` entry
-for a host it drained: each entry is a round trip to the lock host on the host's critical path, and neither would
-change what the next run does (it proves the release current points to and enables the host). A run that dies
+and one when a host is settled (``done``, ``failed``, ``reconciled``) or lost (``unreachable``). A ``drain`` entry
+with ``release`` and ``reload`` announces the switch to that release and the server's reload that follow it, as a
+``switch`` entry with ``reload`` true announces the reload; a rollout writes no ``enable`` entry for a host it
+drained: each entry is a round trip to the lock host on the host's critical path, and none would change what the
+next run does (it reads where current points, proves that release and enables the host). A run that dies
 leaves its journal in its lock; one that ends with hosts it could not settle leaves them in the pending record
 next to the lock. The next run folds those entries per host (:func:`host_states`) and reconciles every host
 that is not settled (:func:`reconcile_plan`) before its own job.
@@ -101,11 +102,11 @@ def host_states(entries):
         state['run'] = entry.get('run', state['run'])
         if kind in STEPS:
             state['step'] = kind
-            state['reload_announced'] = kind == 'reload' or (kind == 'switch' and _truthy(entry.get('reload', False)))
+            state['reload_announced'] = kind == 'reload' or _truthy(entry.get('reload', False))
             if kind == 'drain':
                 state['drained'] = True
                 state['proven'] = state['proven'] or entry.get('from', '')
-                state['release'] = state['release'] or entry.get('from', '')
+                state['release'] = entry.get('release') or state['release'] or entry.get('from', '')
             elif kind == 'switch':
                 state['proven'] = state['proven'] or entry.get('from', '')
                 state['release'] = entry.get('release', state['release'])
@@ -200,7 +201,7 @@ def summary(entries, acquired_at=None, now=None):
     states = host_states(entries).values()
     drained = [state['host'] for state in states if state['drained']]
     switched = [state['host'] for state in states if state['step'] in ('switch', 'reload')
-                or (state['step'] == 'enable' and state['release'] != state['proven'])]
+                or (state['step'] in ('drain', 'enable') and state['release'] != state['proven'])]
     if drained:
         parts.append('it left drained: %s' % ', '.join(drained))
     if switched:

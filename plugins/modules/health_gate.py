@@ -159,48 +159,11 @@ from ansible_collections.graceful.wsgi.plugins.module_utils import _health
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type='str', required=True),
-            successes=dict(type='int', default=3),
-            timeout=dict(type='float', default=60),
-            interval=dict(type='float', default=0.5),
-            request_timeout=dict(type='float', default=5),
-            status_code=dict(type='list', elements='int', default=[200]),
-            body_regex=dict(type='str'),
-            headers=dict(type='dict', default={}),
-            validate_certs=dict(type='bool', default=True),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    url = params['url']
-    result = dict(changed=False, url=url, attempts=0, consecutive=0, elapsed=0.0, status=None, body=None,
-                  failures=0, last_failure=None)
-    try:
-        _health.check_url(url)
-        _health.check_numbers(params['successes'], params['timeout'], params['interval'], params['request_timeout'],
-                              params['status_code'])
-        pattern = _health.compile_pattern(params['body_regex'])
-    except _health.GateError as exc:
-        module.fail_json(msg=str(exc), **result)
-
-    headers = dict((str(name), str(value)) for name, value in params['headers'].items())
-
-    def fetch(timeout):
-        return _health.http_get(url, headers, params['validate_certs'], timeout)
-
-    try:
-        state, elapsed = _health.run_gate(url, fetch, params['successes'], params['timeout'], params['interval'],
-                                          params['request_timeout'], params['status_code'], pattern)
-    except _health.GateFailed as exc:
-        result.update(exc.state.summary(), elapsed=round(exc.elapsed, 3))
-        module.fail_json(msg=str(exc), **result)
-
-    result.update(state.summary(), elapsed=round(elapsed, 3))
-    result['msg'] = 'health gate passed: %s answered %d consecutive successes after %d attempts in %.2f s' % (
-        url, state.consecutive, state.attempts, elapsed)
-    module.exit_json(**result)
+    module = AnsibleModule(argument_spec=_health.ARGUMENT_SPEC, supports_check_mode=True)
+    passed, result, msg = _health.gate(module.params)
+    if not passed:
+        module.fail_json(msg=msg, changed=False, **result)
+    module.exit_json(msg=msg, changed=False, **result)
 
 
 if __name__ == '__main__':

@@ -73,6 +73,51 @@ options:
     default: 30
   poll_interval:
     default: 0.5
+  health:
+    description:
+      - A health gate to pass before the proof, run as M(graceful.wsgi.health_gate) runs it, with its options.
+        The gate and the proof then cost one task and one connection to the host, as a rollout's verification
+        of each host wants.
+      - When the gate fails, the proof is not tried and the task fails with the gate's message.
+      - The gate's O(health.timeout) is its own; O(timeout) bounds the proof after it.
+    type: dict
+    suboptions:
+      url:
+        description: The URL to GET, as O(graceful.wsgi.health_gate#module:url).
+        type: str
+        required: true
+      successes:
+        description: Good answers in a row that pass the gate, as O(graceful.wsgi.health_gate#module:successes).
+        type: int
+        default: 3
+      timeout:
+        description: Seconds the gate may take in all, as O(graceful.wsgi.health_gate#module:timeout).
+        type: float
+        default: 60
+      interval:
+        description: Seconds between two requests, as O(graceful.wsgi.health_gate#module:interval).
+        type: float
+        default: 0.5
+      request_timeout:
+        description: Seconds one request may take, as O(graceful.wsgi.health_gate#module:request_timeout).
+        type: float
+        default: 5
+      status_code:
+        description: The statuses that count as good, as O(graceful.wsgi.health_gate#module:status_code).
+        type: list
+        elements: int
+        default: [200]
+      body_regex:
+        description: A regular expression a good body contains, as O(graceful.wsgi.health_gate#module:body_regex).
+        type: str
+      headers:
+        description: Headers sent with every request, as O(graceful.wsgi.health_gate#module:headers).
+        type: dict
+        default: {}
+      validate_certs:
+        description: Verify the server's TLS certificate, as O(graceful.wsgi.health_gate#module:validate_certs).
+        type: bool
+        default: true
 notes:
   - The proof relies on every worker changing into C(<app_root>/current) when it loads the application, as the
     collection's server roles configure it. gunicorn with C(chdir) set to C(<app_root>/current) and
@@ -105,6 +150,17 @@ EXAMPLES = r'''
     release: v2
     min_workers: 4
     timeout: 60
+
+- name: Pass the health gate, then prove the release, in one task
+  graceful.wsgi.release_proof:
+    app_root: /srv/demo
+    service: demo.service
+    release: v2
+    health:
+      url: http://127.0.0.1:8000/healthz
+      successes: 3
+      timeout: 30
+  register: demo_verified
 
 - name: Prove a master started outside systemd, whatever current points to
   graceful.wsgi.release_proof:
@@ -163,6 +219,17 @@ workers:
       elements: str
   sample: [{"pid": 901, "cwd": "/srv/demo/releases/v2", "started_at": "2026-11-22T16:20:02.310Z",
             "started_after_switch": 0.828, "stray_mapped_files": []}]
+health:
+  description:
+    - The health gate's result, with the return values of M(graceful.wsgi.health_gate) (RV(graceful.wsgi.health_gate#module:url),
+      RV(graceful.wsgi.health_gate#module:attempts), RV(graceful.wsgi.health_gate#module:consecutive),
+      RV(graceful.wsgi.health_gate#module:elapsed), RV(graceful.wsgi.health_gate#module:status),
+      RV(graceful.wsgi.health_gate#module:body), RV(graceful.wsgi.health_gate#module:failures),
+      RV(graceful.wsgi.health_gate#module:last_failure)) and C(passed).
+  returned: when O(health) is given
+  type: dict
+  sample: {"url": "http://127.0.0.1:8000/healthz", "passed": true, "attempts": 3, "consecutive": 3, "elapsed": 1.02,
+           "status": 200, "body": "ok release v2", "failures": 0, "last_failure": null}
 proven:
   description: Whether the proof holds; always true when the task succeeds.
   returned: always
@@ -181,10 +248,11 @@ msg:
     the switch at 2026-11-22T16:20:01.482Z, none mapping another release's files"
 '''
 
+import copy
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _release, _systemd
+from ansible_collections.graceful.wsgi.plugins.module_utils import _health, _proc, _release, _systemd
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, WaitTimeout, poll, timing_error
 
 
@@ -290,6 +358,7 @@ def main():
             min_workers=dict(type='int', default=1),
             timeout=dict(type='float', default=30),
             poll_interval=dict(type='float', default=0.5),
+            health=dict(type='dict', options=copy.deepcopy(_health.ARGUMENT_SPEC)),
         ),
         mutually_exclusive=[('service', 'master_pid')],
         required_one_of=[('service', 'master_pid')],
@@ -307,6 +376,12 @@ def main():
                                           or params['release'] in ('.', '..')):
         module.fail_json(msg='release=%s: must be the name of a directory in %s' % (
             params['release'], os.path.join(params['app_root'], 'releases')), **result)
+
+    if params['health']:
+        passed, health, msg = _health.gate(params['health'], option_prefix='health.')
+        result['health'] = dict(health, passed=passed)
+        if not passed:
+            module.fail_json(msg=msg, **result)
 
     master = Master(module, params['service'], params['master_pid'])
     proof = Proof(params, master)

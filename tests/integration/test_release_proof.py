@@ -260,6 +260,23 @@ def test_gunicorn_hup_is_proven_only_once_every_worker_runs_the_new_release(ansi
     # What was proven from /proc is what the workers serve.
     assert gunicorn_server.wait_serving("v2", old=v1_workers, timeout=10) == proven
 
+    # The health gate and the proof in one task, as the rollout verifies a host: the gate's requests reach the
+    # real workers, and a gate that fails leaves the proof untried.
+    health = {"url": f"{gunicorn_server.base_url}/", "successes": 3, "timeout": 10, "interval": 0.1}
+    (verified,) = ansible.run_tasks([{"graceful.wsgi.release_proof": {
+        "app_root": str(app_root.path), "master_pid": master, "release": "v2", "min_workers": WORKERS,
+        "health": dict(health, body_regex='"release": "v2"')}}])
+    assert not verified.get("failed"), verified["msg"]
+    assert verified["proven"] and {worker["pid"] for worker in verified["workers"]} == proven
+    assert verified["health"]["passed"] and verified["health"]["consecutive"] == 3
+    assert verified["health"]["status"] == 200 and "v2" in verified["health"]["body"]
+    (unhealthy,) = ansible.run_tasks([{"graceful.wsgi.release_proof": {
+        "app_root": str(app_root.path), "master_pid": master, "release": "v2",
+        "health": dict(health, body_regex='"release": "v9"', timeout=1)}}])
+    assert unhealthy.get("failed") and not unhealthy["proven"] and "workers" not in unhealthy, unhealthy
+    assert unhealthy["msg"].startswith(f"health gate failed: {health['url']} did not answer 3 consecutive"), unhealthy
+    assert unhealthy["health"]["passed"] is False and unhealthy["health"]["attempts"] >= 2
+
 
 def _extension_module(python: Path) -> tuple[str, Path]:
     """(name, file) of an extension module of ``python`` that nothing imports on its own."""

@@ -34,6 +34,12 @@ def rolled(host, old='v1', new='v2'):
             entry(host, 'done', release=new)]
 
 
+def announced(host, old='v1', new='v2'):
+    """The entries of a host that went all the way, as the rollout writes them now: one entry before the drain
+    announces the switch and the reload after it, and the enable has no entry of its own."""
+    return [entry(host, 'drain', release=new, reload=True, **{'from': old}), entry(host, 'done', release=new)]
+
+
 # Every place a run can stop on a host: the entries it left, then what the next run must do there.
 STOPPED_AT = [
     ('nothing recorded', [], None),
@@ -74,6 +80,19 @@ STOPPED_AT = [
                            entry('app1', 'failed', release='v1', drained=False, settled=True)], None),
     ('a drain after a switch that announced its reload', rolled('app1')[:2] + [entry('app1', 'drain', **{'from': 'v2'})],
      dict(host='app1', drained=True, step='drain', release='v2', fallback='v1', upgrade_pending=False)),
+    ('done, the drain announcing the switch and the reload', announced('app1'), None),
+    # Killed anywhere from the drain to the enable: current may point to either release, the next run reads it.
+    ('killed after the drain announced the switch and the reload', announced('app1')[:1],
+     dict(host='app1', drained=True, step='drain', release='v2', fallback='v1', upgrade_pending=True)),
+    ('failed after the drain announced the switch, undo left it drained',
+     announced('app1')[:1] + [entry('app1', 'failed', release='v1', drained=True)],
+     dict(host='app1', drained=True, step='drain', release='v1', fallback='', upgrade_pending=True)),
+    ('failed after the drain announced the switch, undone and settled',
+     announced('app1')[:1] + [entry('app1', 'failed', release='v1', drained=False, settled=True)], None),
+    ('a reload of the live release, drained', announced('app1', 'v1', 'v1')[:1],
+     dict(host='app1', drained=True, step='drain', release='v1', fallback='', upgrade_pending=True)),
+    ('a reload without a load balancer', [entry('app1', 'reload', release='v1', reload=True, **{'from': 'v1'})],
+     dict(host='app1', drained=False, step='reload', release='v1', fallback='', upgrade_pending=True)),
 ]
 
 
@@ -134,3 +153,9 @@ def test_parse_lines_skips_a_torn_or_foreign_line():
                                            (7200, '2.0 h'), (200000, '2 days'), (-5, '0 s')])
 def test_age_text(seconds, text):
     assert _journal.age_text(seconds) == text
+
+
+def test_summary_names_a_host_drained_with_its_switch_announced():
+    text = _journal.summary(announced('app1')[:1])
+    assert 'it left drained: app1' in text
+    assert 'it left switched and not proven: app1' in text

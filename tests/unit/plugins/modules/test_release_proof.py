@@ -16,7 +16,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.graceful.wsgi.plugins.modules import release_proof
-from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _release, _systemd
+from ansible_collections.graceful.wsgi.plugins.module_utils import _health, _proc, _release, _systemd
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.no_ptrace import NoPtrace
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
@@ -363,3 +363,67 @@ def test_refuses_bad_options(server, args, message):
     full.update(args)
     result, failed = run(server, **full)
     assert failed and message in result['msg']
+
+
+class Health:
+    """Stands in for the health gate's HTTP requests on a simulated clock: each answer is (status, body)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = 0
+        self.now = 0.0
+
+    def http_get(self, url, headers, validate_certs, timeout, opener=None):
+        self.requests += 1
+        self.now += 0.1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def health(monkeypatch):
+    def install(*answers):
+        fake = Health(answers)
+        real_run_gate = _health.run_gate
+        monkeypatch.setattr(_health, 'http_get', fake.http_get)
+        monkeypatch.setattr(_health, 'run_gate', lambda *args, **kwargs: real_run_gate(
+            *args, clock=lambda: fake.now, sleep=lambda seconds: setattr(fake, 'now', fake.now + seconds), **kwargs))
+        return fake
+    return install
+
+
+HEALTH = dict(url='http://127.0.0.1:8000/healthz', successes=3, timeout=5)
+
+
+def test_health_gate_then_proof_in_one_task(server, health):
+    fake = health((503, 'starting'), (200, 'ok v2'))
+    result, failed = run(server, release='v2', health=HEALTH)
+    assert not failed and result['proven'] and len(result['workers']) == 2
+    assert fake.requests == 4
+    assert result['health']['passed'] and result['health']['consecutive'] == 3 and result['health']['failures'] == 1
+    assert result['health']['url'] == HEALTH['url'] and result['health']['body'] == 'ok v2'
+
+
+def test_a_failed_health_gate_fails_before_the_proof(server, health, monkeypatch):
+    health((500, 'broken'))
+    judged = []
+    monkeypatch.setattr(_release, 'judge_workers', lambda *args: judged.append(args))
+    result, failed = run(server, release='v2', health=dict(HEALTH, timeout=1))
+    assert failed and not result['proven'] and judged == []
+    assert result['msg'].startswith('health gate failed: %s did not answer 3 consecutive successes' % HEALTH['url'])
+    assert result['health']['passed'] is False and result['health']['status'] == 500
+    assert 'workers' not in result
+
+
+def test_a_proof_that_fails_after_the_gate_passed_says_the_gate_passed(server, health):
+    health((200, 'ok'))
+    server.add(903, cwd=server.release('v1'), after=2.2)
+    result, failed = run(server, release='v2', health=HEALTH)
+    assert failed and result['msg'].startswith(expected_prefix(server))
+    assert result['health']['passed'] is True
+
+
+def test_bad_health_options_fail_at_once_naming_them(server, health):
+    fake = health((200, 'ok'))
+    result, failed = run(server, release='v2', health=dict(HEALTH, url='ftp://x/healthz'))
+    assert failed and result['msg'] == 'health.url=ftp://x/healthz: not an http:// or https:// URL with a host'
+    assert fake.requests == 0
