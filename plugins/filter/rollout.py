@@ -279,6 +279,16 @@ def run_notices(run):
             'every wheel (pip-compile --generate-hashes writes them)' % (run.get('requirements') or 'requirements.txt')]
 
 
+def failed_step(step, failed_result=None):
+    """The step a host failed at, from the step the rollout was in and the failed task's result. The health gate and
+    the release proof are one task (release_proof with its health option): when its result says the gate passed,
+    the proof failed."""
+    health = (failed_result or {}).get('health') if isinstance(failed_result, dict) else None
+    if step == 'health' and isinstance(health, dict) and health.get('passed') is True:
+        return 'proof'
+    return step
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -288,5 +298,5 @@ class FilterModule:
             'step_timings': step_timings, 'batch_summary': batch_summary, 'host_reports': host_reports,
             'report_table': report_table, 'status_table': status_table, 'rolls_back': rolls_back,
             'undo_outcome': undo_outcome, 'reconcile_what': reconcile_what, 'reconciled_lines': reconciled_lines,
-            'failure_message': failure_message, 'run_notices': run_notices,
+            'failure_message': failure_message, 'run_notices': run_notices, 'failed_step': failed_step,
         }

@@ -275,3 +275,16 @@ def test_a_deploy_without_hashes_says_so_in_its_report():
                                  {'action': 'reload'}, {}, None])
 def test_a_hashed_deploy_a_rollback_and_a_reload_have_no_notice(run):
     assert rollout.run_notices(run) == []
+
+
+@pytest.mark.parametrize('step, result, expected', [
+    ('health', {'failed': True, 'health': {'passed': False, 'consecutive': 0}}, 'health'),
+    ('health', {'failed': True, 'health': {'passed': True, 'consecutive': 3}}, 'proof'),
+    ('health', {'failed': True, 'msg': 'unreachable'}, 'health'),
+    ('health', None, 'health'),
+    ('reload', {'failed': True, 'health': {'passed': True}}, 'reload'),
+    ('switch', 'not a dict', 'switch'),
+], ids=['gate failed', 'proof failed after the gate', 'no result of the gate', 'no result', 'another step',
+        'a result that is no mapping'])
+def test_failed_step_names_the_proof_when_its_gate_passed(step, result, expected):
+    assert rollout.failed_step(step, result) == expected
