@@ -516,15 +516,25 @@ class UpgradeReload(Reload):
     def stop_new_generation(self, new):
         """TERM the new master ``new`` (a Master, None once gone), QUIT when it outlives ABORT_GRACE_SECONDS;
         says how it went. gunicorn's master stops its workers before it exits."""
-        if new is None or new.info.ppid != self.before.pid:
+        if new is None or new.info.ppid != self.before.pid or not self.signal_unless_gone(new, signal.SIGTERM):
             return 'it had exited'
-        self.send(new, signal.SIGTERM)
-        if wait_gone(new, ABORT_GRACE_SECONDS, self.poll_interval):
+        if wait_gone(new, ABORT_GRACE_SECONDS, self.poll_interval) or not self.signal_unless_gone(new, signal.SIGQUIT):
             return 'stopped it (TERM)'
-        self.send(new, signal.SIGQUIT)
         if wait_gone(new, ABORT_QUIT_SECONDS, self.poll_interval):
             return 'stopped it (TERM, then QUIT after %ds)' % ABORT_GRACE_SECONDS
         return 'told it to stop (TERM, QUIT) but it is still running'
+
+    def signal_unless_gone(self, new, sig):
+        """Signal the new master ``new``; False when it exited by itself first. A new master that cannot boot its
+        workers does exit, and may do so between a look at it and the signal: send then no longer proves its PID,
+        or the signal finds no such process. Gone is what stopping it wanted."""
+        try:
+            self.send(new, sig)
+        except (ReloadFailed, OSError) as exc:
+            if (isinstance(exc, OSError) and exc.errno != errno.ESRCH) or _gunicorn.same_process(new):
+                raise
+            return False
+        return True
 
 
 class PendingAborted(Exception):

@@ -161,6 +161,44 @@ def test_upgrade_with_a_broken_release_keeps_the_old_master(tmp_path, monkeypatc
     assert 'removed %s.2, left behind by the dead new master' % fake.pidfile in result['msg']
 
 
+@pytest.mark.parametrize('exits', ['before the look', 'after the look'])
+def test_a_new_master_that_exits_by_itself_as_the_abort_signals_it_is_reported_gone(tmp_path, monkeypatch, exits):
+    """Seen with gunicorn 20.1.0 under load: the new master of a broken release exited between the abort's look at
+    it and its TERM. The abort reports it gone, with the old master serving, instead of failing over its PID."""
+    fake = make_fake(tmp_path, monkeypatch, never_ready=True)
+    real_abort = _gunicorn_reload.UpgradeReload.abort
+    looked = _gunicorn.same_process
+    aborting = []
+
+    def abort(self, why):
+        aborting.append(why)
+        return real_abort(self, why)
+
+    def exit_new_master(master):
+        if aborting and master.pid != 100 and master.pid in fake.processes:
+            for worker in fake.workers_of(master.pid):
+                fake.remove(worker)
+            fake.remove(master.pid)
+            fake.write()
+
+    def same_process(master, proc_root=None):
+        if exits == 'before the look':
+            exit_new_master(master)
+            return looked(master, proc_root)
+        answer = looked(master, proc_root)
+        exit_new_master(master)  # then os.kill finds no such process
+        return answer
+
+    monkeypatch.setattr(_gunicorn_reload.UpgradeReload, 'abort', abort)
+    monkeypatch.setattr(_gunicorn, 'same_process', same_process)
+    result, failed = run(fake, mode='upgrade', timeout=0.3)
+    assert failed and aborting
+    assert 'did not all boot within timeout=0.3s' in result['msg'] and 'it had exited' in result['msg']
+    assert 'is no longer the gunicorn master' not in result['msg'] and 'No such process' not in result['msg']
+    assert 'The old master 100 still serves' in result['msg']
+    assert (100, signal.SIGTERM) not in fake.kills and fake.pidfile.read_text().strip() == '100'
+
+
 @pytest.mark.parametrize('journal_lag', [0, 3])
 def test_a_broken_release_under_systemd_is_explained_from_the_unit_journal(tmp_path, monkeypatch, journal_lag):
     """gunicorn under systemd logs to stderr, the journal: no log file in /proc, the cause is in the journal,
