@@ -219,7 +219,7 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def gate(params, fetch=None, option_prefix=''):
+def gate(params, option_prefix=''):
     """Runs the gate the options ``params`` describe: (passed, result, msg).
 
     ``result`` has the module's return values (url, attempts, consecutive, elapsed, status, body, failures,
@@ -236,11 +236,10 @@ def gate(params, fetch=None, option_prefix=''):
         pattern = compile_pattern(params['body_regex'])
     except GateError as exc:
         return False, result, option_prefix + str(exc)
-    if fetch is None:
-        headers = dict((str(name), str(value)) for name, value in params['headers'].items())
+    headers = dict((str(name), str(value)) for name, value in params['headers'].items())
 
-        def fetch(timeout):
-            return http_get(url, headers, params['validate_certs'], timeout)
+    def fetch(timeout):
+        return http_get(url, headers, params['validate_certs'], timeout)
 
     try:
         state, elapsed = run_gate(url, fetch, params['successes'], params['timeout'], params['interval'],
