@@ -2,8 +2,9 @@
 # Copyright (c) graceful.wsgi contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The driver of nginx_server: one server file of the role lb_nginx written, nginx tested and reloaded, and, for a
-drain, the wait until the workers from before the reload have finished what they proxied.
+"""The driver of nginx_server: one server file of the role lb_nginx written (or every server's, with those no longer
+listed removed), nginx tested and reloaded, and, for a drain, the wait until the workers from before the reload have
+finished what they proxied.
 
 Private to the collection: the interface may change without notice.
 Facts relied on (besides those of _nginx):
@@ -34,12 +35,32 @@ UNIT = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9:_.@-]{0,250}\.service\Z')
 POLL_INTERVAL = 0.1
 
 
+def _bad_name(option, value):
+    if not NAME.match(value) or '..' in value:
+        return ('%s=%r: use letters, digits, ".", "_" and "-", starting with a letter or a digit (at most 64, '
+                'no "..")' % (option, value))
+    return None
+
+
+def wanted(params):
+    """[(server, content)]: the server and content options, or every item of servers."""
+    if params.get('servers') is None:
+        return [(params['server'], params['content'])]
+    return [(item['name'], item['content']) for item in params['servers']]
+
+
 def check_params(params):
-    """Why the parameters cannot be used, or None: the names that become the server file's path."""
-    for option in ('app', 'server'):
-        if not NAME.match(params[option]) or '..' in params[option]:
-            return ('%s=%r: use letters, digits, ".", "_" and "-", starting with a letter or a digit (at most 64, '
-                    'no "..")' % (option, params[option]))
+    """Why the parameters cannot be used, or None: the names that become the server files' paths."""
+    problem = _bad_name('app', params['app'])
+    if params.get('servers') is None:
+        problem = problem or _bad_name('server', params['server'])
+    for index, (name, dummy) in enumerate(wanted(params) if params.get('servers') is not None else []):
+        problem = problem or _bad_name('servers[%d].name' % index, name)
+    if problem:
+        return problem
+    names = [name for name, dummy in wanted(params)]
+    if len(set(names)) != len(names):
+        return 'servers: names %s more than once' % ', '.join(sorted(set(n for n in names if names.count(n) > 1)))
     if not UNIT.match(params['service']):
         return 'service=%r: name a systemd service unit, such as nginx.service' % params['service']
     for option in ('timeout', 'command_timeout'):
@@ -91,30 +112,73 @@ def run(params, check_mode, runner=None, clock=time.monotonic, sleep=time.sleep,
     started = clock()
     config_dir = params['config_dir'] or '/etc/nginx/graceful-wsgi/%s' % params['app']
     _nginx.check_config_dir(config_dir)
-    path = _nginx.server_path(config_dir, params['server'])
-    old = _nginx.read_server_file(path)
-    result = dict(changed=old != params['content'], path=path, reloaded=False, old_workers=[], waited=0.0)
-    if not result['changed']:
-        result['msg'] = '%s already holds this state: nginx left as it was' % path
+    servers = wanted(params)
+    listed = set(name for name, dummy in servers)
+    # (path, what it holds now or None, what it must hold or None to remove it), for each file that changes
+    changes = []
+    for name, content in servers:
+        path = _nginx.server_path(config_dir, name)
+        old = _nginx.read_server_file(path)
+        if old != content:
+            changes.append((path, old, content))
+    if params.get('prune'):
+        for name in _nginx.list_servers(config_dir):
+            if name not in listed:
+                path = _nginx.server_path(config_dir, name)
+                changes.append((path, _nginx.read_server_file(path), None))
+    written = [path for path, dummy, content in changes if content is not None]
+    removed = [path for path, dummy, content in changes if content is None]
+    first = _nginx.server_path(config_dir, servers[0][0]) if servers else ''
+    if params.get('servers') is None:
+        shown, unchanged = first, '%s already holds this state' % first
+    else:
+        directory = _nginx.servers_dir(config_dir)
+        removed_words = ' (and %d removed)' % len(removed) if removed else ''
+        shown = '%d of the %d server files in %s%s' % (len(written), len(servers), directory, removed_words)
+        unchanged = 'the server files in %s already hold this state' % directory
+    result = dict(changed=bool(changes), path=first, written=written, removed=removed, reloaded=False,
+                  old_workers=[], waited=0.0)
+    if not changes:
+        result['msg'] = '%s: nginx left as it was' % unchanged
         result['elapsed'] = round(clock() - started, 3)
         return result
     if check_mode:
-        result['msg'] = '%s would be written and nginx reloaded' % path
+        result['msg'] = '%s would be written%s' % (shown, ' and nginx reloaded' if params['reload'] else '')
         result['elapsed'] = round(clock() - started, 3)
         return result
 
-    write_file(path, params['content'])
+    def put_back():
+        for path, old, dummy in reversed(done):
+            restore(path, old)
+
+    done = []
+    try:
+        for change in changes:
+            path, dummy, content = change
+            done.append(change)
+            if content is None:
+                os.unlink(path)
+            else:
+                write_file(path, content)
+    except (OSError, _nginx.NginxError) as exc:
+        put_back()
+        raise _nginx.NginxError('%s (every server file put back as it was)' % (
+            exc if isinstance(exc, _nginx.NginxError) else '%s: cannot remove: %s' % (done[-1][0], exc.strerror)))
+    if not params['reload']:
+        result['msg'] = '%s written; nginx not reloaded (reload=false)' % shown
+        result['elapsed'] = round(clock() - started, 3)
+        return result
     rc, out, err = runner([params['nginx'], '-t', '-q'], params['command_timeout'])
     if rc != 0:
-        restore(path, old)
+        put_back()
         raise _nginx.NginxError('%s -t rejects the configuration with the new %s (put back as it was): %s'
-                                % (params['nginx'], path, _output(out, err)))
+                                % (params['nginx'], shown, _output(out, err)))
     workers = _proc.titled_processes(WORKER_TITLE, proc_root)
     rc, out, err = runner(['systemctl', 'reload', params['service']], params['command_timeout'])
     if rc != 0:
-        restore(path, old)
+        put_back()
         raise _nginx.NginxError('systemctl reload %s failed (rc=%d; %s put back as it was): %s'
-                                % (params['service'], rc, path, _output(out, err)))
+                                % (params['service'], rc, shown, _output(out, err)))
     result['reloaded'] = True
     result['old_workers'] = sorted(workers)
 
@@ -127,12 +191,12 @@ def run(params, check_mode, runner=None, clock=time.monotonic, sleep=time.sleep,
                        describe=lambda: 'nginx workers from before the reload (pid %s) still run after %gs: '
                                         'requests they proxy, to %s too, may still be in flight'
                                         % (', '.join(str(pid) for pid in _proc.still_running(workers, proc_root)),
-                                           params['timeout'], params['server']))
+                                           params['timeout'], ', '.join(sorted(listed))))
         except _wait.WaitTimeout as exc:
             raise _nginx.NginxError(str(exc))
         result['waited'] = round(clock() - waited_from, 3)
     result['msg'] = '%s written, nginx reloaded%s' % (
-        path, ' and its %d old workers done after %.2f s' % (len(workers), result['waited'])
+        shown, ' and its %d old workers done after %.2f s' % (len(workers), result['waited'])
         if params['wait_for_requests'] and workers else '')
     result['elapsed'] = round(clock() - started, 3)
     return result

@@ -20,6 +20,9 @@ description:
     to a server the new file marks C(down).
   - One module call instead of a template, a test, a reload and a wait, each of them a round trip to the load
     balancer host. The rollout drains and enables hosts with it, on its critical path.
+  - With O(servers) instead of O(server) and O(content), it writes the file of every server listed in one call, and
+    with O(prune) removes the files of servers no longer listed; the role C(graceful.wsgi.lb_nginx) provisions an
+    app's servers so, with O(reload=false), and reloads nginx once at the end of its run.
   - Nothing happens when the file already holds O(content). When nginx rejects the new configuration or the
     reload fails, the file is put back as it was and the module fails with nginx's own message.
   - The file is written under a name starting with a dot (which the upstream's include glob does not match) and
@@ -52,14 +55,43 @@ options:
     description:
       - The server's name, which names its file (the rollout uses the app host's inventory name).
       - Letters, digits, C(.), C(_) and C(-), starting with a letter or a digit.
+      - Exactly one of O(server) and O(servers) is required.
     type: str
-    required: true
   content:
     description:
       - What the server file must hold. The role C(graceful.wsgi.lb_nginx) renders it from its template
         C(server.conf.j2), so that its own writes and this module's agree.
+      - Required with O(server).
     type: str
-    required: true
+  servers:
+    description:
+      - Every server's file in one call, instead of O(server) and O(content). If any file cannot be written, or
+        nginx rejects the result, every file is put back as it was.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - The server's name, as O(server).
+        type: str
+        required: true
+      content:
+        description:
+          - What its file must hold, as O(content).
+        type: str
+        required: true
+  prune:
+    description:
+      - With O(servers) (required), also remove the file of every server not listed.
+    type: bool
+    default: false
+  reload:
+    description:
+      - Test nginx's configuration and reload nginx after a change. V(false) only writes the files, for a caller
+        that reloads nginx itself (the role does, once, at the end of its run); O(wait_for_requests) then waits
+        for nothing.
+    type: bool
+    default: true
   config_dir:
     description:
       - The directory of the app's nginx configuration, holding C(servers/).
@@ -110,16 +142,40 @@ EXAMPLES = r'''
     server: app1
     content: "server 10.0.0.11:8000 max_fails=1 fail_timeout=10s;  # app1\n"
   delegate_to: lb1
+
+- name: Write every server's file, remove those of servers no longer listed, and leave the reload to a handler
+  graceful.wsgi.nginx_server:
+    app: shop
+    servers:
+      - name: app1
+        content: "server 10.0.0.11:8000 max_fails=1 fail_timeout=10s;  # app1\n"
+      - name: app2
+        content: "server 10.0.0.12:8000 max_fails=1 fail_timeout=10s down;  # app2\n"
+    prune: true
+    reload: false
+  notify: Reload nginx gracefully
 '''
 
 RETURN = r'''
 path:
-  description: The server file.
+  description: The server file (with O(servers), the first one's).
   returned: always
   type: str
   sample: /etc/nginx/graceful-wsgi/shop/servers/app1.conf
+written:
+  description: The server files written (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/nginx/graceful-wsgi/shop/servers/app1.conf]
+removed:
+  description: The server files removed with O(prune) (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/nginx/graceful-wsgi/shop/servers/app9.conf]
 reloaded:
-  description: Whether nginx was reloaded (the file changed, outside check mode).
+  description: Whether nginx was reloaded (a file changed, outside check mode, with O(reload)).
   returned: always
   type: bool
   sample: true
@@ -154,21 +210,31 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             app=dict(type='str', required=True),
-            server=dict(type='str', required=True),
-            content=dict(type='str', required=True),
+            server=dict(type='str'),
+            content=dict(type='str'),
+            servers=dict(type='list', elements='dict', options=dict(
+                name=dict(type='str', required=True),
+                content=dict(type='str', required=True),
+            )),
+            prune=dict(type='bool', default=False),
+            reload=dict(type='bool', default=True),
             config_dir=dict(type='path'),
             wait_for_requests=dict(type='bool', default=False),
             timeout=dict(type='float', default=90),
             command_timeout=dict(type='float', default=30),
             service=dict(type='str', default='nginx.service'),
         ),
+        required_one_of=[('server', 'servers')],
+        mutually_exclusive=[('server', 'servers'), ('content', 'servers')],
+        required_together=[('server', 'content')],
+        required_if=[('prune', True, ('servers',))],
         supports_check_mode=True,
     )
     problem = _nginx_server.check_params(module.params)
     if problem:
         module.fail_json(msg=problem, changed=False)
-    params = dict(module.params, nginx=module.get_bin_path('nginx', required=not module.check_mode,
-                                                           opt_dirs=['/usr/sbin', '/sbin']))
+    needs_nginx = module.params['reload'] and not module.check_mode
+    params = dict(module.params, nginx=module.get_bin_path('nginx', required=needs_nginx, opt_dirs=['/usr/sbin', '/sbin']))
     try:
         result = _nginx_server.run(params, module.check_mode)
     except (_nginx.NginxError, _systemd.SystemdError) as exc:

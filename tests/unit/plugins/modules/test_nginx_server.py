@@ -89,9 +89,10 @@ def fake(tmp_path, monkeypatch):
     return nginx
 
 
-def run(check=False, **args):
+def run(check=False, one_server='web1', **args):
     args.setdefault('app', 'shop')
-    args.setdefault('server', 'web1')
+    if 'servers' not in args and one_server:
+        args.setdefault('server', one_server)
     args.update(_ansible_check_mode=check)
     with set_module_args(args):
         with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as caught:
@@ -209,3 +210,102 @@ def test_bad_input_is_refused_naming_the_option(config_dir, fake, option, value)
 def test_a_missing_config_dir_is_named(tmp_path, fake):
     result, failed = run(content=DOWN, config_dir=str(tmp_path / 'nowhere'))
     assert failed and str(tmp_path / 'nowhere') in result['msg']
+
+
+# ---------------------------------------------------------------- every server in one call (servers, prune)
+
+WEB2_UP = UP.replace('10.0.0.11', '10.0.0.12').replace('web1', 'web2')
+WEB3_DOWN = DOWN.replace('10.0.0.11', '10.0.0.13').replace('web1', 'web3')
+
+
+def every_server(config_dir):
+    return dict((path.name, path.read_text()) for path in sorted((config_dir / 'servers').iterdir()))
+
+
+def test_every_server_written_and_the_unlisted_removed_in_one_call(config_dir, fake):
+    (config_dir / 'servers' / 'old9.conf').write_text(DOWN.replace('web1', 'old9'))
+    servers = [dict(name='web1', content=UP), dict(name='web2', content=WEB2_UP), dict(name='web3', content=WEB3_DOWN)]
+    result, failed = run(servers=servers, prune=True, config_dir=str(config_dir))
+    assert not failed, result
+    assert every_server(config_dir) == {'web1.conf': UP, 'web2.conf': WEB2_UP, 'web3.conf': WEB3_DOWN}
+    assert result['written'] == [str(config_dir / 'servers' / name) for name in ('web2.conf', 'web3.conf')]
+    assert result['removed'] == [str(config_dir / 'servers' / 'old9.conf')]
+    assert result['changed'] and result['reloaded']
+    assert [command[1:] for command in fake.commands] == [['-t', '-q'], ['reload', 'nginx.service']]
+    assert result['msg'] == '2 of the 3 server files in %s (and 1 removed) written, nginx reloaded' % (
+        config_dir / 'servers')
+
+
+def test_every_server_unchanged_touches_nothing(config_dir, fake):
+    result, failed = run(servers=[dict(name='web1', content=UP)], prune=True, config_dir=str(config_dir))
+    assert not failed and not result['changed'] and not result['reloaded']
+    assert result['msg'] == 'the server files in %s already hold this state: nginx left as it was' % (
+        config_dir / 'servers')
+    assert fake.commands == []
+
+
+def test_without_prune_an_unlisted_server_stays(config_dir, fake):
+    result, failed = run(servers=[dict(name='web2', content=WEB2_UP)], config_dir=str(config_dir))
+    assert not failed, result
+    assert every_server(config_dir) == {'web1.conf': UP, 'web2.conf': WEB2_UP}
+    assert result['removed'] == []
+
+
+def test_every_server_in_check_mode_writes_and_removes_nothing(config_dir, fake):
+    result, failed = run(check=True, servers=[dict(name='web2', content=WEB2_UP)], prune=True,
+                                 config_dir=str(config_dir))
+    assert not failed and result['changed'] and not result['reloaded']
+    assert result['written'] == [str(config_dir / 'servers' / 'web2.conf')]
+    assert result['removed'] == [str(config_dir / 'servers' / 'web1.conf')]
+    assert every_server(config_dir) == {'web1.conf': UP}
+    assert fake.commands == []
+
+
+def test_without_reload_the_files_are_written_and_nginx_is_left_to_the_caller(config_dir, fake):
+    result, failed = run(servers=[dict(name='web1', content=DOWN), dict(name='web2', content=WEB2_UP)],
+                                 reload=False, config_dir=str(config_dir))
+    assert not failed, result
+    assert result['changed'] and not result['reloaded']
+    assert every_server(config_dir) == {'web1.conf': DOWN, 'web2.conf': WEB2_UP}
+    assert fake.commands == []
+
+
+def test_a_configuration_nginx_rejects_puts_every_file_back(config_dir, fake):
+    fake.test_rc = 1
+    servers = [dict(name='web1', content=DOWN.replace('down', 'dwn')), dict(name='web2', content=WEB2_UP)]
+    result, failed = run(servers=servers, prune=True, config_dir=str(config_dir))
+    assert failed and 'rejects the configuration' in result['msg'] and '(put back as it was)' in result['msg']
+    assert every_server(config_dir) == {'web1.conf': UP}
+
+
+def test_a_failed_reload_puts_a_removed_file_back(config_dir, fake):
+    fake.reload_rc = 1
+    result, failed = run(servers=[dict(name='web2', content=WEB2_UP)], prune=True, config_dir=str(config_dir))
+    assert failed and 'systemctl reload nginx.service failed' in result['msg']
+    assert every_server(config_dir) == {'web1.conf': UP}
+
+
+def test_a_symlinked_file_among_the_servers_fails_before_anything_is_written(config_dir, fake, tmp_path):
+    secret = tmp_path / 'secret'
+    secret.write_text('password=hunter2\n')
+    (config_dir / 'servers' / 'web2.conf').symlink_to(secret)
+    result, failed = run(servers=[dict(name='web1', content=DOWN), dict(name='web2', content=WEB2_UP)],
+                                 config_dir=str(config_dir))
+    assert failed and 'web2.conf: is a symbolic link' in result['msg'] and 'hunter2' not in result['msg']
+    assert (config_dir / 'servers' / 'web1.conf').read_text() == UP
+    assert secret.read_text() == 'password=hunter2\n'
+
+
+@pytest.mark.parametrize('args, message', [
+    (dict(servers=[dict(name='web1/../x', content=UP)]), "servers[0].name='web1/../x'"),
+    (dict(servers=[dict(name='web1', content=UP), dict(name='web1', content=DOWN)]), 'servers: names web1 more'),
+    (dict(servers=[dict(name='web1', content=UP)], server='web1', content=UP), 'parameters are mutually exclusive'),
+    (dict(), 'one of the following is required: server, servers'),
+    (dict(server='web1'), 'parameters are required together: server, content'),
+    (dict(server='web1', content=UP, prune=True), 'prune is True but all of the following are missing: servers'),
+])
+def test_bad_servers_input_is_refused_naming_the_option(config_dir, fake, args, message):
+    result, failed = run(one_server=None, config_dir=str(config_dir), **args)
+    assert failed and message in result['msg'], result['msg']
+    assert every_server(config_dir) == {'web1.conf': UP}
+    assert fake.commands == []
