@@ -2,14 +2,18 @@
 # Copyright (c) graceful.wsgi contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The driver of release_info: the release ``<app_root>/current`` points to, the commit it was made from and the
-record of switches, in one call.
+"""The driver of release_info: the release ``<app_root>/current`` points to, the commit it was made from, the record
+of switches and the host's default IPv4 address, in one call.
 
 Private to the collection: the interface may change without notice.
 Facts relied on (the layout of the role release): ``current`` is a relative symlink ``releases/<name>``; a release
 staged from a git source holds ``REVISION``, the commit, written by root with the release's code. Neither the
 ``REVISION`` file nor the record is followed through a symlink, and each must be a regular file of root's: a file
 that fails a check fails the module, naming the path and never quoting the file.
+
+The default IPv4 address is the source address the kernel picks for a route to ROUTE_PROBE: what
+``ip -4 route get 8.8.8.8`` names ``src``, and Ansible's setup returns as ``ansible_default_ipv4.address``. Connecting a
+UDP socket only asks the routing table; it sends nothing.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,6 +23,7 @@ __metaclass__ = type
 import errno
 import os
 import re
+import socket
 import stat
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _release_switch
@@ -29,6 +34,8 @@ MAX_REVISION_BYTES = 4096
 # The rollout writes a git commit; a source may bring its own REVISION (Capistrano's convention), a tag say.
 REVISION = re.compile(r'\A[0-9A-Za-z._+-]{1,64}\Z')
 SHOWN_REVISION = 40
+# The destination Ansible's setup asks the routing table about for ansible_default_ipv4.
+ROUTE_PROBE = ('8.8.8.8', 53)
 
 
 class InfoError(Exception):
@@ -86,6 +93,18 @@ def read_revision(path):
     return revision[:SHOWN_REVISION] if REVISION.match(revision) else ''
 
 
+def default_ipv4(probe=ROUTE_PROBE):
+    """The address the host sends from by its default route, '' when it has none."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect(probe)
+        return sock.getsockname()[0]
+    except OSError:
+        return ''
+    finally:
+        sock.close()
+
+
 def run(params):
     """The module's result; InfoError (the message names the path) on failure."""
     app_root = params['app_root']
@@ -94,6 +113,8 @@ def run(params):
     result = dict(changed=False, release=release, commit=commit,
                   msg='%s/current %s' % (app_root, 'points to releases/%s%s' % (
                       release, ' (commit %s)' % commit[:12] if commit else '') if release else 'does not exist'))
+    if params['default_ipv4']:
+        result['default_ipv4'] = default_ipv4()
     if params['record']:
         try:
             result['record'] = _release_switch.read_record(os.path.join(app_root, _release_switch.RECORD))

@@ -10,14 +10,14 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: release_info
-short_description: Read which release an app's current symlink points to, its commit and the record of switches
+short_description: Read which release an app's current symlink points to, its commit, and the host's address
 version_added: 0.1.0
 description:
   - Reads where C(APP_ROOT/current) points, as the role C(graceful.wsgi.release) lays releases out
     (C(releases/RELEASE)), the commit in that release's C(REVISION) file and, with O(record), the record of switches
-    C(APP_ROOT/switches.jsonl).
-  - One module call instead of a stat and two file reads. The rollout's survey reads every app host with it, and
-    counts its answer as the host's reach check.
+    C(APP_ROOT/switches.jsonl), and with O(default_ipv4) the address the host sends from by its default route.
+  - One module call instead of a stat, two file reads and a fact gathering. The rollout's survey reads every app host
+    with it, and counts its answer as the host's reach check.
   - Fails when C(current) exists and is not a symlink, or points anywhere but C(releases/NAME).
   - C(REVISION) and the record are opened without following a symlink and without blocking, and must be regular
     files owned by root; a file that fails a check fails the module, naming the path and never quoting the file. A
@@ -42,6 +42,14 @@ options:
       - Also return the text of the record of switches, in RV(record).
     type: bool
     default: false
+  default_ipv4:
+    description:
+      - Also return, in RV(default_ipv4), the IPv4 address the host sends from by its default route: the source
+        address C(ip -4 route get 8.8.8.8) names, which Ansible's setup returns as C(ansible_default_ipv4.address).
+        The rollout gives it to the load balancer. The routing table is asked through a UDP socket's connect, which
+        sends nothing.
+    type: bool
+    default: false
 notes:
   - Run it as root on the app host.
 seealso:
@@ -58,6 +66,12 @@ EXAMPLES = r'''
   graceful.wsgi.release_info:
     app_root: /srv/shop
     record: true
+  register: shop_release
+
+- name: Read it with the address a load balancer reaches the host on
+  graceful.wsgi.release_info:
+    app_root: /srv/shop
+    default_ipv4: true
   register: shop_release
 '''
 
@@ -77,6 +91,11 @@ record:
   returned: when O(record=true)
   type: str
   sample: '{"at": "2026-11-27T09:12:01.118342Z", "release": "2026-11-27.1", "from": "2026-11-20.3", "reason": "deploy"}'
+default_ipv4:
+  description: The address the host sends from by its default route, V('') when it has no such route.
+  returned: when O(default_ipv4=true)
+  type: str
+  sample: 10.0.0.11
 msg:
   description: What was found, in one line.
   returned: always
@@ -93,6 +112,7 @@ def main():
         argument_spec=dict(
             app_root=dict(type='path', required=True),
             record=dict(type='bool', default=False),
+            default_ipv4=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )

@@ -7,13 +7,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
+import subprocess
 import time
 
 import pytest
 
 from ansible_collections.graceful.wsgi.plugins.modules import release_info
-from ansible_collections.graceful.wsgi.plugins.module_utils import _release_switch
+from ansible_collections.graceful.wsgi.plugins.module_utils import _release_info, _release_switch
 from ansible_collections.graceful.wsgi.plugins.filter.rollout import switch_record
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
@@ -178,3 +180,33 @@ def test_a_bad_app_root_is_refused_by_name(app_root):
     result, failed = run(app_root=app_root)
     assert failed
     assert result['msg'].startswith('app_root=')
+
+
+def test_the_default_ipv4_is_the_source_address_of_the_default_route(app_root):
+    result, failed = run(app_root=str(app_root), default_ipv4=True)
+    assert not failed, result
+    expected = subprocess.run(['ip', '-4', 'route', 'get', '8.8.8.8'], stdout=subprocess.PIPE, text=True,
+                              check=False).stdout.split()
+    assert result['default_ipv4'] == (expected[expected.index('src') + 1] if 'src' in expected else '')
+
+
+def test_no_default_route_is_no_default_ipv4(app_root, monkeypatch):
+    class NoRoute:
+        def __init__(self, *args):
+            self.closed = False
+
+        def connect(self, address):
+            raise OSError(errno.ENETUNREACH, 'Network is unreachable')
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(_release_info.socket, 'socket', NoRoute)
+    result, failed = run(app_root=str(app_root), default_ipv4=True)
+    assert not failed
+    assert result['default_ipv4'] == ''
+
+
+def test_the_default_ipv4_only_on_request(app_root):
+    result, failed = run(app_root=str(app_root))
+    assert 'default_ipv4' not in result
