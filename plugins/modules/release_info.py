@@ -44,8 +44,8 @@ options:
     default: false
   default_ipv4:
     description:
-      - Also return, in RV(default_ipv4), the IPv4 address the host sends from by its default route: the source
-        address C(ip -4 route get 8.8.8.8) names, which Ansible's setup returns as C(ansible_default_ipv4.address).
+      - Also return, in RV(default_ipv4), the IPv4 address the host sends from by its default route. That is the
+        source address C(ip -4 route get 8.8.8.8) names, which Ansible's setup returns as C(ansible_default_ipv4.address).
         The rollout gives it to the load balancer. The routing table is asked through a UDP socket's connect, which
         sends nothing.
     type: bool
