@@ -24,13 +24,13 @@ def load_timeline(path: Path) -> dict[str, Any]:
 
 
 def batches(hosts: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
-    """(batch, start, end) in epoch seconds, from the hosts' marks: a batch starts when its first host's drain
-    starts and ends when its last host is done."""
+    """(batch, start, end) in epoch seconds, from the hosts' marks: a batch starts when its first host's turn starts
+    (the mark batch; prepare, its drain, in reports made before that mark) and ends when its last host is done."""
     spans: dict[str, list[float]] = defaultdict(list)
     for host in hosts:
         marks = host.get("marks") or {}
         if "prepare" in marks and "end" in marks and host.get("batch", "-") != "-":
-            spans[host["batch"]] += [float(marks["prepare"]), float(marks["end"])]
+            spans[host["batch"]] += [float(marks.get("batch", marks["prepare"])), float(marks["end"])]
     return sorted(((batch, min(times), max(times)) for batch, times in spans.items()), key=lambda item: item[1])
 
 

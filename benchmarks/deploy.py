@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import shutil
 import signal
@@ -388,6 +389,17 @@ def deploy_under_load(fleet: Fleet, name: str, release: str, expect: str, extra:
     return report, seconds, load.finish(), load, cpu
 
 
+# The progress callback's line for each play: "[  12.5 s] Stage the release on every app host before any switch".
+PLAY_LINE = re.compile(r"^\[\s*([0-9.]+) s\] (.+)$")
+
+
+def play_times(log_text: str) -> list[tuple[str, float]]:
+    """(play, seconds) of a deploy from its progress lines: a play lasts until the next one starts, the last one until
+    the line "done"."""
+    marks = [(float(found.group(1)), found.group(2)) for found in map(PLAY_LINE.match, log_text.splitlines()) if found]
+    return [(name, round(after - at, 1)) for (at, name), (after, dummy) in zip(marks, marks[1:])]
+
+
 def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> dict:
     log(f"deploy {name}: {release} under load ({extra.get('graceful_app_group', 'app')}, serial {extra.get('graceful_serial', '34%')})")
     report, seconds, verdict, dummy, cpu = deploy_under_load(fleet, name, release, expect, extra,
@@ -398,7 +410,8 @@ def measure(fleet: Fleet, name: str, release: str, expect: str, extra: dict) -> 
                   batches=batch_times(report), staging=staging_time(report), hosts=host_rows(report),
                   cpu_staging=cpu.busy(*stage) if stage else None,
                   cpu_seconds_staging=cpu.net_seconds(*stage, fleet.hosts) if stage else None,
-                  cpu_batches=cpu.busy(spans[0][1], spans[-1][2]) if spans else None)
+                  cpu_batches=cpu.busy(spans[0][1], spans[-1][2]) if spans else None,
+                  plays=play_times((fleet.workdir / f"deploy-{release}.log").read_text()))
     log(f"deploy {name}: {seconds:.1f} s, {verdict['requests']} requests, {verdict['failed']} failed"
         + ("" if verdict["rc"] == 0 else f"; load problems: {verdict.get('problems')}"))
     return result
@@ -448,6 +461,10 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
     print("batch    time (s)")
     for batch, seconds, size in full["batches"]:
         print(f"{batch:<8} {seconds:>8.1f}  ({size} host{'s' if size > 1 else ''})")
+    print()
+    print("play of the deploy to every host                                          time (s)")
+    for play, seconds in full["plays"]:
+        print(f"{play[:72]:<72} {seconds:>8.1f}")
     batch_of_one = statistics.median(s for dummy, s, size in runs["one"]["batches"] if size == 1)
     batch_of_three = (statistics.median(s for dummy, s, size in runs["three"]["batches"] if size == 3)
                       if "three" in runs else None)
@@ -476,6 +493,9 @@ def print_tables(runs: dict[str, dict], serial: int) -> dict:
         targets.append((f"{len(full['hosts'])} hosts in {len(full['batches'])} batches vs staging + batches x batch of 3 x 1.1",
                         f"{full['seconds']:.1f} s vs {bound:.1f} s (batches alone {sum(s for dummy, s, dummy2 in full['batches']):.1f} s)",
                         "<=", full["seconds"] <= bound))
+    outside = full["seconds"] - staged_all - sum(s for dummy, s, dummy2 in full["batches"])
+    targets.append(("the deploy outside staging and the batches (the other plays, and Ansible between batches)",
+                    f"{outside:.1f} s", "info", None))
     targets.append((f"staging {len(full['hosts'])} hosts / staging 1 host", f"{staged_all:.1f} / {staged_one:.1f} s = "
                     f"{staged_all / staged_one:.2f}x" if staged_one else "n/a", "<= 2x",
                     bool(staged_one) and staged_all <= 2 * staged_one))

@@ -28,6 +28,12 @@ def test_a_batch_runs_from_its_first_drain_to_its_last_host_done():
     assert timeline.batches(HOSTS) == [('1/2', 112.0, 118.5), ('2/2', 119.0, 126.0)]
 
 
+def test_a_batch_starts_at_its_mark_batch_before_the_drains():
+    hosts = [dict(host, marks=dict(host['marks'], batch=host['marks']['prepare'] - 0.6)) for host in HOSTS[:3]]
+    assert [(batch, round(start, 1), end) for batch, start, end in timeline.batches(hosts)] == [
+        ('1/2', 111.4, 118.5), ('2/2', 118.4, 126.0)]
+
+
 def test_staging_runs_from_the_first_staged_host_to_the_last():
     assert timeline.staging(HOSTS) == (100.0, 111.0)
     assert timeline.staging([{'host': 'a', 'marks': {'start': 1.0}}]) is None
