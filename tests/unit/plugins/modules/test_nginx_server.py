@@ -253,7 +253,7 @@ def test_without_prune_an_unlisted_server_stays(config_dir, fake):
 
 def test_every_server_in_check_mode_writes_and_removes_nothing(config_dir, fake):
     result, failed = run(check=True, servers=[dict(name='web2', content=WEB2_UP)], prune=True,
-                                 config_dir=str(config_dir))
+                         config_dir=str(config_dir))
     assert not failed and result['changed'] and not result['reloaded']
     assert result['written'] == [str(config_dir / 'servers' / 'web2.conf')]
     assert result['removed'] == [str(config_dir / 'servers' / 'web1.conf')]
@@ -263,7 +263,7 @@ def test_every_server_in_check_mode_writes_and_removes_nothing(config_dir, fake)
 
 def test_without_reload_the_files_are_written_and_nginx_is_left_to_the_caller(config_dir, fake):
     result, failed = run(servers=[dict(name='web1', content=DOWN), dict(name='web2', content=WEB2_UP)],
-                                 reload=False, config_dir=str(config_dir))
+                         reload=False, config_dir=str(config_dir))
     assert not failed, result
     assert result['changed'] and not result['reloaded']
     assert every_server(config_dir) == {'web1.conf': DOWN, 'web2.conf': WEB2_UP}
@@ -290,7 +290,7 @@ def test_a_symlinked_file_among_the_servers_fails_before_anything_is_written(con
     secret.write_text('password=hunter2\n')
     (config_dir / 'servers' / 'web2.conf').symlink_to(secret)
     result, failed = run(servers=[dict(name='web1', content=DOWN), dict(name='web2', content=WEB2_UP)],
-                                 config_dir=str(config_dir))
+                         config_dir=str(config_dir))
     assert failed and 'web2.conf: is a symbolic link' in result['msg'] and 'hunter2' not in result['msg']
     assert (config_dir / 'servers' / 'web1.conf').read_text() == UP
     assert secret.read_text() == 'password=hunter2\n'
