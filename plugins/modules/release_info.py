@@ -27,16 +27,11 @@ author:
 extends_documentation_fragment:
   - graceful.wsgi.attributes
   - graceful.wsgi.attributes.info_module
+  - graceful.wsgi.release
 attributes:
   platform:
     platforms: posix
 options:
-  app_root:
-    description:
-      - The app's directory, holding C(current), C(releases/) and C(switches.jsonl).
-      - An absolute path of names made of letters, digits, C(.), C(_) and C(-).
-    type: path
-    required: true
   record:
     description:
       - Also return the text of the record of switches, in RV(record).

@@ -28,6 +28,7 @@ author:
   - graceful.wsgi maintainers (@graceful-wsgi)
 extends_documentation_fragment:
   - graceful.wsgi.attributes
+  - graceful.wsgi.release
 attributes:
   check_mode:
     support: full
@@ -38,12 +39,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  app_root:
-    description:
-      - The app's directory, holding C(current), C(releases/) and C(switches.jsonl).
-      - An absolute path of names made of letters, digits, C(.), C(_) and C(-).
-    type: path
-    required: true
   release:
     description:
       - The installed release C(current) must point at.
