@@ -105,8 +105,10 @@ def draw(path: Path, timeline: dict[str, Any], report: dict[str, Any], title: st
     latency.legend(loc="upper left", fontsize=8)
 
     names = sorted({name for counter in data["releases"] for name in counter})
-    shares = [[counter[name] / max(1, sum(counter.values())) * 100 for counter in data["releases"]] for name in names]
-    share.stackplot(data["t"], shares, labels=[f"release {name}" for name in names], alpha=0.8)
+    # A second in which no response ended (the load's last one) has no share to show, not a share of 0 %.
+    served = [(t, counter) for t, counter in zip(data["t"], data["releases"]) if sum(counter.values())]
+    shares = [[counter[name] / sum(counter.values()) * 100 for dummy, counter in served] for name in names]
+    share.stackplot([t for t, dummy in served], shares, labels=[f"release {name}" for name in names], alpha=0.8)
     share.set_ylabel("% served")
     share.set_ylim(0, 100)
     share.legend(loc="upper left", fontsize=8)
