@@ -51,14 +51,12 @@ def wanted(params):
 
 def check_params(params):
     """Why the parameters cannot be used, or None: the names that become the server files' paths."""
-    problem = _bad_name('app', params['app'])
-    if params.get('servers') is None:
-        problem = problem or _bad_name('server', params['server'])
-    for index, (name, dummy) in enumerate(wanted(params) if params.get('servers') is not None else []):
-        problem = problem or _bad_name('servers[%d].name' % index, name)
-    if problem:
-        return problem
     names = [name for name, dummy in wanted(params)]
+    options = ['server'] if params.get('servers') is None else ['servers[%d].name' % index for index in range(len(names))]
+    for option, value in [('app', params['app'])] + list(zip(options, names)):
+        problem = _bad_name(option, value)
+        if problem:
+            return problem
     if len(set(names)) != len(names):
         return 'servers: names %s more than once' % ', '.join(sorted(set(n for n in names if names.count(n) > 1)))
     if not UNIT.match(params['service']):

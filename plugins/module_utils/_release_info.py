@@ -44,10 +44,7 @@ class InfoError(Exception):
 
 def check_params(params):
     """Why the parameters cannot be used, or None."""
-    if not _release_switch.ROOT_PATH.match(params['app_root']) or '/..' in params['app_root']:
-        return ('app_root=%r: use an absolute path of names of letters, digits, ".", "_" and "-", with no ".."'
-                % params['app_root'])
-    return None
+    return _release_switch.app_root_problem(params['app_root'])
 
 
 def live_release(app_root):

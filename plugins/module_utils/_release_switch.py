@@ -40,15 +40,20 @@ class SwitchError(Exception):
     """The switch cannot be made or recorded; the message names the option or the path."""
 
 
+def app_root_problem(app_root):
+    """Why ``app_root`` cannot be the app's directory, or None (release_info checks it the same way)."""
+    if not ROOT_PATH.match(app_root) or '/..' in app_root:
+        return ('app_root=%r: use an absolute path of names of letters, digits, ".", "_" and "-", with no ".."'
+                % app_root)
+    return None
+
+
 def check_params(params):
     """Why the parameters cannot be used, or None: the names that become paths."""
     if not NAME.match(params['release']) or '..' in params['release']:
         return ('release=%r: use 1 to 64 letters, digits, ".", "_" and "-", starting with a letter or a digit, '
                 'with no ".."' % params['release'])
-    if not ROOT_PATH.match(params['app_root']) or '/..' in params['app_root']:
-        return ('app_root=%r: use an absolute path of names of letters, digits, ".", "_" and "-", with no ".."'
-                % params['app_root'])
-    return None
+    return app_root_problem(params['app_root'])
 
 
 def read_link(path):
