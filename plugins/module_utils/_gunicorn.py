@@ -29,10 +29,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ast
 import errno
 import os
 import pwd
 import re
+import shlex
 import stat
 import tempfile
 
@@ -795,6 +797,197 @@ def find_version(master, proc_root=None):
         if version:
             return version
     return None
+
+
+# ---------------------------------------------------------------- preload_app
+
+# gunicorn's argparse takes any unambiguous prefix of a long option: --pre is already only --preload, --co only
+# --config (--capture-output, --certfile, --chdir, --check-config, --ciphers all part earlier).
+_PRELOAD_FLAGS = frozenset('--preload'[:length] for length in range(5, len('--preload') + 1))
+_CONFIG_FLAGS = frozenset('--config'[:length] for length in range(4, len('--config') + 1))
+DEFAULT_CONFIG = 'gunicorn.conf.py'
+CONFIG_LIMIT = 1024 * 1024
+
+
+class Preload:
+    """Whether a master loaded the application before forking its workers (gunicorn's ``preload_app``).
+
+    ``value`` is True, False or None (cannot be told); ``source`` says where it was read or, for None, why not.
+    """
+
+    def __init__(self, value, source):
+        self.value = value
+        self.source = source
+
+
+def gunicorn_arguments(cmdline):
+    """The arguments gunicorn parses from a command line is_gunicorn_cmdline accepts; None for a setproctitle
+    title, which replaced them."""
+    if not cmdline or cmdline[0].startswith('gunicorn: '):
+        return None
+    if os.path.basename(cmdline[0]) == 'gunicorn':
+        return list(cmdline[1:])
+    args = cmdline[1:]
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == '-m' or arg in _PYTHON_OPTIONS_WITH_VALUE:
+            index += 2
+            if arg == '-m':
+                return list(args[index:])
+            continue
+        if not arg.startswith('-'):
+            return list(args[index + 1:])
+        index += 1
+    return []
+
+
+def option_scan(args):
+    """(preload flag given, the config location given or None) in gunicorn's arguments, as argparse reads them.
+
+    An option's value is the next argument unless it starts with '-' (argparse takes that for an option).
+    """
+    preload, config = False, None
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == '--':
+            break
+        if arg.startswith('--'):
+            name, equals, value = arg.partition('=')
+            value = value if equals else None
+        else:
+            name, value = arg[:2], arg[2:] or None
+        if name in _PRELOAD_FLAGS and value is None:
+            preload = True
+        elif name in _CONFIG_FLAGS or name == '-c':
+            if value is None and index < len(args) and not args[index].startswith('-'):
+                value = args[index]
+                index += 1
+            config = value if value is not None else config
+    return preload, config
+
+
+def config_preload(text, path):
+    """A Preload from a gunicorn config file's text: the literal it assigns last to ``preload_app`` at the top
+    level, False when it never does. None when the file binds the name any other way (in a block, a loop, with
+    an expression, ``import *``): reading it would mean running it. The file is parsed, never run, and never
+    quoted.
+    """
+    try:
+        tree = ast.parse(text, filename=path)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return Preload(None, '%s is not Python that can be parsed' % path)
+    value, where = False, 'not set in %s (default false)' % path
+    literal = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if not any(isinstance(target, ast.Name) and target.id == 'preload_app' for target in targets):
+            continue
+        setting = _bool_literal(getattr(node, 'value', None))
+        if len(targets) != 1 or setting is None:
+            return Preload(None, '%s line %d sets preload_app to something other than true or false'
+                           % (path, node.lineno))
+        literal.add(id(targets[0]))
+        value, where = setting, '%s line %d' % (path, node.lineno)
+    for node in ast.walk(tree):
+        bound = ((isinstance(node, ast.Name) and node.id == 'preload_app' and isinstance(node.ctx, ast.Store)
+                  and id(node) not in literal)
+                 or (isinstance(node, ast.Global) and 'preload_app' in node.names)
+                 or (isinstance(node, ast.ImportFrom) and any(alias.name == '*' for alias in node.names))
+                 or (isinstance(node, (ast.Import, ast.ImportFrom))
+                     and any((alias.asname or alias.name) == 'preload_app' for alias in node.names)))
+        if bound:
+            return Preload(None, '%s line %d sets preload_app, or may, in a way only running it would tell'
+                           % (path, node.lineno))
+    return Preload(value, where)
+
+
+def _bool_literal(node):
+    """True or False for a constant gunicorn's validate_bool accepts (a bool, 'true' or 'false'), else None."""
+    if not isinstance(node, ast.Constant):
+        return None
+    if isinstance(node.value, bool):
+        return node.value
+    if isinstance(node.value, str) and node.value.lower().strip() in ('true', 'false'):
+        return node.value.lower().strip() == 'true'
+    return None
+
+
+def read_config(path, uid, gid):
+    """(text, None) of a config file read with the master's identity, or (None, why not).
+
+    The path comes from the master's command line, which its (untrusted) user controls: root reads it as that
+    user, who read it when gunicorn started, so it never opens what that user may not. A FIFO or device is
+    refused without opening it for reading; the text is bounded.
+    """
+    def read():
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                return [None, 'not a regular file']
+            if status.st_size > CONFIG_LIMIT:
+                return [None, 'larger than %d bytes' % CONFIG_LIMIT]
+            data = os.read(fd, CONFIG_LIMIT + 1)
+        finally:
+            os.close(fd)
+        try:
+            return [data.decode('utf-8'), None]
+        except UnicodeDecodeError:
+            return [None, 'not UTF-8 text']
+
+    try:
+        if os.geteuid() == 0 and uid not in (None, 0):
+            return tuple(_proc.run_as(uid, gid, read, _proc.OWNER_READ_SECONDS))
+        return tuple(read())
+    except (IOError, OSError) as exc:
+        return None, exc.strerror or str(exc)
+    except _proc.OwnerReadError as exc:
+        return None, 'reading it as the master\'s user %s' % exc
+
+
+def find_preload(master, proc_root=None, reader=read_config):
+    """A Preload for the proven ``master``, from what gunicorn itself reads at start, in its order: the command
+    line, ``GUNICORN_CMD_ARGS`` in its environment, and the config file (``-c``/``--config`` from either, else
+    ``gunicorn.conf.py`` in its working directory). ``--preload`` anywhere wins: the setting is a flag no later
+    source can turn off. A relative config path is taken from the master's working directory.
+    """
+    args = gunicorn_arguments(master.info.cmdline)
+    if args is None:
+        return Preload(None, 'its command line was replaced by a setproctitle title (%s)' % master.info.cmdline[0])
+    preload, config = option_scan(args)
+    if preload:
+        return Preload(True, 'the command line (--preload)')
+    env_args = master.environ.get('GUNICORN_CMD_ARGS')
+    if env_args:
+        try:
+            env_preload, env_config = option_scan(shlex.split(env_args))
+        except ValueError:
+            return Preload(None, 'GUNICORN_CMD_ARGS in its environment cannot be split into arguments')
+        if env_preload:
+            return Preload(True, 'GUNICORN_CMD_ARGS in its environment (--preload)')
+        config = config or env_config
+    if config is not None and config.startswith('python:'):
+        return Preload(None, 'its config is the Python module %s, which only importing it would tell' % config[7:])
+    if config is not None and config.startswith('file:'):
+        config = config[5:]
+    if config is None or not config.startswith('/'):
+        cwd = master_cwd(master.pid, proc_root)
+        if cwd is None:
+            return Preload(None, 'its working directory cannot be read')
+        if config is None:
+            config = os.path.join(cwd, DEFAULT_CONFIG)
+            if not os.path.lexists(config):
+                return Preload(False, 'no --preload, and no config file (no %s)' % config)
+        else:
+            config = os.path.join(cwd, config)
+    owner = _proc.process_owner(master.pid, proc_root)
+    text, problem = reader(config, owner[0] if owner else None, owner[1] if owner else None)
+    if text is None:
+        return Preload(None, 'its config file %s cannot be read: %s' % (config, problem))
+    return config_preload(text, config)
 
 
 # ---------------------------------------------------------------- log

@@ -783,6 +783,10 @@ def _run(params, check_mode, settings, result):
         if not master.workers:
             raise _gunicorn.GunicornError('pidfile=%s names %s, a gunicorn master without workers (starting or '
                                           'stopping)' % (pidfile, master.describe()))
+        if mode == 'hup':
+            refusal = hup_refusal(master, pidfile)
+            if refusal:
+                raise _gunicorn.GunicornError(refusal)
     except _gunicorn.GunicornError as exc:
         raise Failed(said('%s; no %s signal was sent' % (exc, mode) if pending is not None
                           else '%s; nothing was signalled' % exc))
@@ -832,6 +836,21 @@ def _run(params, check_mode, settings, result):
             master.pid, final.pid, len(final.workers), result['elapsed'] - settled[1], driver.systemd_summary()))
     return said('hup complete, master %d, %d workers replaced and booted in %.2fs' % (
         final.pid, len(final.workers), result['elapsed'] - settled[1]))
+
+
+def hup_refusal(master, pidfile):
+    """Why HUP cannot load new code into ``master``, or None: a master that preloaded the application forks its
+    new workers from the code it holds, and gunicorn never imports it again (its signals documentation, and
+    gunicorn issue 2449)."""
+    preload = _gunicorn.find_preload(master)
+    if preload.value is False:
+        return None
+    if preload.value:
+        return ('gunicorn master %d (pidfile=%s) preloads the application (preload_app, from %s): after HUP its new '
+                'workers would serve the code it loaded at start, not the release; use mode=upgrade'
+                % (master.pid, pidfile, preload.source))
+    return ('cannot tell whether gunicorn master %d (pidfile=%s) preloads the application: %s; with preload_app, '
+            'HUP keeps the old code serving, so it is not sent; use mode=upgrade' % (master.pid, pidfile, preload.source))
 
 
 def describe_master(result, master, mode, settings):

@@ -114,6 +114,25 @@ workers_booted:
   returned: always
   type: int
   sample: 4
+preload_app:
+  description:
+    - Whether the master loaded the application before forking its workers (gunicorn's C(preload_app)). Such a
+      master forks every new worker from the code it holds, so C(HUP) never loads a new release;
+      M(graceful.wsgi.gunicorn_reload) refuses O(graceful.wsgi.gunicorn_reload#module:mode=hup) on it.
+    - Read as gunicorn reads it at start, never by running anything. C(--preload) on the master's command line or in
+      C(GUNICORN_CMD_ARGS) in its environment, else the last C(preload_app = <literal>) at the top level of its
+      config file (C(-c)/C(--config) from either, else C(gunicorn.conf.py) in its working directory). The file is
+      parsed, not run, and read as the master's user.
+    - Null when it cannot be told, and RV(preload_app_source) says why. Examples are a config that sets it with an
+      expression or inside a block, a C(python:) config module, or a command line replaced by C(setproctitle).
+  returned: always
+  type: bool
+  sample: false
+preload_app_source:
+  description: Where RV(preload_app) was read, or why it cannot be told.
+  returned: always
+  type: str
+  sample: /etc/graceful-wsgi/myapp/gunicorn.conf.py line 11
 upgrade:
   description: The state of a C(USR2) upgrade.
   returned: always
@@ -196,8 +215,10 @@ def main():
                                                    module.get_bin_path('systemctl'))
         master = _gunicorn.identify_master(pidfile, expected=expected)
         # Each of these may read /proc as the master's owner, which can fail (GunicornError) like the above.
+        preload = _gunicorn.find_preload(master)
         found = dict(version=_gunicorn.find_version(master), log_files=_gunicorn.written_files(master.pid),
-                     upgrade=upgrade_state(master, pidfile))
+                     upgrade=upgrade_state(master, pidfile), preload_app=preload.value,
+                     preload_app_source=preload.source)
     except _gunicorn.GunicornError as exc:
         module.fail_json(msg=str(exc))
     workers = describe_workers(master)

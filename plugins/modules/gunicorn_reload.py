@@ -99,6 +99,8 @@ options:
       - V(hup) reloads the configuration and replaces all workers (C(HUP)). Old workers are told to stop as soon
         as the new ones are forked, so requests wait in the listen queue while the new ones import the code. A
         release that cannot boot takes the service down.
+        Refused, before any signal, on a master that preloaded the application (C(preload_app)), or when that
+        cannot be told, since its new workers would serve the code it loaded at start.
       - V(upgrade) starts a new master and workers beside the old ones (C(USR2)), stops the old master
         (C(TERM)) only when every new worker booted, and waits until the new master is promoted. It serves with
         the old workers until the new ones are ready and keeps the old master when the release is broken.
@@ -160,7 +162,10 @@ notes:
     C(CAP_SYS_PTRACE) lets root read them; the task fails saying so.
   - gunicorn's C(graceful_timeout) (default 30 seconds) bounds how long old workers may finish their requests;
     requests running longer are killed by gunicorn, whatever the module waits.
-  - With C(preload_app), C(HUP) does not load new code (the master holds it); use O(mode=upgrade).
+  - With C(preload_app), C(HUP) does not load new code. The master holds it, and forks the new workers from it.
+    O(mode=hup) is therefore refused before any signal when the master preloaded the application, and when that
+    cannot be told. The message names where it was read, or why it cannot be told (see
+    RV(graceful.wsgi.gunicorn_info#module:preload_app)), and points to O(mode=upgrade).
   - Under systemd, O(mode=upgrade) needs a unit with C(Type=notify) (gunicorn notifies readiness; keep the
     default C(NotifyAccess=main)) or C(Type=forking), and C(PIDFile=) set to the same path as gunicorn's
     C(pidfile) and O(pidfile). The handover was verified with systemd 252 (Debian 12) and gunicorn 27.

@@ -23,12 +23,13 @@ import signal
 
 from ansible_collections.graceful.wsgi.plugins.module_utils import _systemd
 
-ARGV = ['/srv/app/venv/bin/python3', '/srv/app/venv/bin/gunicorn', '-c', '/srv/app/gunicorn.conf.py', 'app:app']
+ARGV = ['/srv/app/venv/bin/python3', '/srv/app/venv/bin/gunicorn', '-c', 'CONFIG', 'app:app']
 
 
 class FakeGunicorn:
 
-    def __init__(self, root, workers=3, broken=False, never_ready=False, pidfile_arg=None, hup_staggered=False):
+    def __init__(self, root, workers=3, broken=False, never_ready=False, pidfile_arg=None, hup_staggered=False,
+                 config='preload_app = False\n', extra_args=()):
         self.root = root
         self.proc = root / 'proc'
         self.tmp = root / 'tmp'
@@ -43,7 +44,13 @@ class FakeGunicorn:
         self.broken = broken
         self.never_ready = never_ready
         self.hup_staggered = hup_staggered
-        self.argv = list(ARGV) + (['--pid', pidfile_arg] if pidfile_arg else [])
+        # The config file the master names with -c, with the text given (None: no such file).
+        (root / 'etc').mkdir()
+        self.config = root / 'etc' / 'gunicorn.conf.py'
+        if config is not None:
+            self.config.write_text(config)
+        self.argv = [str(self.config) if arg == 'CONFIG' else arg for arg in ARGV] + list(extra_args) + (
+            ['--pid', pidfile_arg] if pidfile_arg else [])
         self.next_pid = 200
         self.processes = {}
         self.kills = []

@@ -79,7 +79,8 @@ def test_root_without_cap_sys_ptrace_reads_each_process_as_its_owner(gunicorn, m
     assert result['workers_booted'] == 3 and result['log_files'] == [str(gunicorn.log)]
     # environ and heartbeats of the master and of each worker, then the master's logs and maps (no
     # relative --pid, so no cwd): each process in one read, never a fork for what could be read directly.
-    assert len(no_ptrace.owner_reads) == 1 + 3 + 2
+    # Its config file is read as its user too, always: its path comes from a command line that user controls.
+    assert len(no_ptrace.owner_reads) == 1 + 3 + 2 + 1
     assert set(no_ptrace.owner_reads) == {(1000, 1001, _proc.OWNER_READ_SECONDS)}
 
 
@@ -96,3 +97,18 @@ def test_root_that_cannot_read_as_the_owner_either_fails_saying_why(gunicorn, mo
     result, failed = run(gunicorn)
     assert failed and result['msg'].startswith(
         'cannot read environ and fd of pid 100: root may not without CAP_SYS_PTRACE (Permission denied), and ')
+
+
+@pytest.mark.parametrize('config, extra_args, value, source', [
+    ('preload_app = False\n', (), False, '{config} line 1'),
+    ('bind = "127.0.0.1:8000"\n', ('--preload',), True, 'the command line (--preload)'),
+    ('preload_app = "True" if True else "False"\n', (), None,
+     '{config} line 1 sets preload_app to something other than true or false'),
+])
+def test_reports_whether_the_master_preloaded_the_app_and_where_it_was_read(tmp_path, monkeypatch, config,
+                                                                            extra_args, value, source):
+    fake = FakeGunicorn(tmp_path, config=config, extra_args=extra_args)
+    monkeypatch.setattr(_proc, 'PROC', str(fake.proc))
+    result, failed = run(fake)
+    assert not failed, result['msg']
+    assert result['preload_app'] is value and result['preload_app_source'] == source.format(config=fake.config)

@@ -348,7 +348,7 @@ def test_check_mode_proves_identity_and_sends_nothing(gunicorn):
     after = os.stat(str(gunicorn.pidfile))
     assert (after.st_ino, after.st_mtime_ns, after.st_mode) == (before.st_ino, before.st_mtime_ns, before.st_mode)
     assert gunicorn.pidfile.read_text() == '100\n'
-    assert sorted(os.listdir(str(gunicorn.root))) == ['gunicorn.log', 'gunicorn.pid', 'proc', 'tmp']
+    assert sorted(os.listdir(str(gunicorn.root))) == ['etc', 'gunicorn.log', 'gunicorn.pid', 'proc', 'tmp']
 
 
 def test_check_mode_still_fails_on_a_stale_pidfile(gunicorn):
@@ -379,7 +379,7 @@ def new_master_of(fake):
 
 
 def files_beside_the_pidfile(fake):
-    return sorted(name for name in os.listdir(str(fake.root)) if name not in ('proc', 'tmp', 'gunicorn.log'))
+    return sorted(name for name in os.listdir(str(fake.root)) if name not in ('proc', 'tmp', 'etc', 'gunicorn.log'))
 
 
 def test_upgrade_hands_the_pidfile_over_before_the_old_master_gets_term(gunicorn):
@@ -712,3 +712,34 @@ def test_root_whose_read_as_the_owner_fails_signals_nothing(gunicorn, monkeypatc
     assert result['msg'] == ('cannot read environ and fd of pid 100: root may not without CAP_SYS_PTRACE (Permission '
                              'denied), and reading it as its owner (uid 1000, gid 1000) gave no answer within 5 s (the '
                              'reading process was killed); nothing was signalled')
+
+
+@pytest.mark.parametrize('config, extra_args, said', [
+    ('workers = 3\npreload_app = True\n', (), 'preloads the application (preload_app, from {config} line 2)'),
+    ('preload_app = False\n', ('--preload',), 'preloads the application (preload_app, from the command line '
+                                              '(--preload))'),
+    ('import os\npreload_app = bool(os.environ.get("PRELOAD"))\n', (),
+     'cannot tell whether gunicorn master 100 (pidfile={pidfile}) preloads the application: {config} line 2 sets '
+     'preload_app to something other than true or false'),
+    (None, (), 'cannot tell whether gunicorn master 100 (pidfile={pidfile}) preloads the application: its config '
+               'file {config} cannot be read: No such file or directory'),
+])
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_hup_on_a_master_that_preloads_or_may_is_refused_before_any_signal(tmp_path, monkeypatch, config,
+                                                                           extra_args, said, check_mode):
+    # Lost: nothing; the master and its workers serve on untouched. Left: the same processes, no signal sent.
+    fake = make_fake(tmp_path, monkeypatch, config=config, extra_args=extra_args)
+    workers = sorted(fake.workers_of(100))
+    result, failed = run(fake, check_mode=check_mode, mode='hup')
+    assert failed and not result['changed']
+    assert said.format(config=fake.config, pidfile=fake.pidfile) in result['msg']
+    assert result['msg'].endswith('use mode=upgrade; nothing was signalled')
+    assert fake.kills == [] and sorted(fake.workers_of(100)) == workers and result['signals'] == []
+
+
+def test_upgrade_of_a_master_that_preloads_goes_ahead(tmp_path, monkeypatch):
+    # USR2 execs a new master, which imports the release itself: preloading is no obstacle.
+    fake = make_fake(tmp_path, monkeypatch, config='preload_app = True\n')
+    result, failed = run(fake, mode='upgrade')
+    assert not failed, result['msg']
+    assert result['msg'].startswith('upgrade complete, master 100 -> ')
