@@ -13,7 +13,11 @@ Facts relied on (uWSGI 2.0, core/emperor.c, core/master.c), checked against 2.0.
   ``attempt``, ``throttle_level`` in microseconds);
 * the Emperor stat()s each config: when its mtime (whole seconds) is greater than ``last_mod`` it sets
   ``last_mod``, resets ``accepting`` and asks the vassal for a graceful reload; a symlinked config is
-  followed, so vassals sharing one file reload together;
+  followed, so vassals sharing one file reload together, unless the Emperor runs with ``emperor-nofollow``:
+  then it lstat()s the config, and each symlink is a vassal of its own, reloaded when the link's own mtime
+  moves (``touch -h``);
+* a vassal's magic variables come from the config's name as the Emperor runs it: for a symlink, the link's
+  own name (``%n``), so vassals sharing one file can still differ (``socket = /run/app/%n.sock``);
 * a vassal with ``unsubscribe-on-graceful-reload`` unsubscribes from the FastRouter before its graceful
   reload, and subscribes again from its master loop, after its app loaded and its workers were forked;
   a vassal whose app fails to load with ``need-app`` exits, and the Emperor blacklists and respawns it
@@ -247,6 +251,40 @@ def touch_config(path, last_mod, now):
     return mtime
 
 
+def touch_link(path, last_mod, now):
+    """Move the mtime of the symlink ``path`` itself past what the Emperor saw, as ``touch -h`` does, for an Emperor
+    that does not follow symlinks (``emperor-nofollow``); returns the mtime set. Nothing the link leads to is
+    touched. EmperorError names the config when it is no longer a symlink or cannot be touched."""
+    try:
+        status = os.lstat(path)
+        if not stat.S_ISLNK(status.st_mode):
+            raise EmperorError('vassal config %s: changed while it was being touched (no longer a symbolic link); '
+                               'nothing touched' % path)
+        mtime = next_mtime(status.st_mtime, last_mod, now)
+        os.utime(path, (status.st_atime, mtime), follow_symlinks=False)
+    except OSError as exc:
+        raise EmperorError('vassal config %s: the symbolic link cannot be touched: %s' % (path, exc.strerror or exc))
+    return mtime
+
+
+def emperor_nofollow(document, proc_root=None, read_text=_proc.read_text):
+    """(nofollow, why): whether the Emperor whose stats ``document`` was read runs with ``emperor-nofollow``,
+    from its own command line, environment and the ini files those name. ``nofollow`` is None, with ``why``,
+    when that cannot be told."""
+    pid = document.get('pid')
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid < 1:
+        return None, 'its stats name no pid'
+    info = _proc.read_process(pid, proc_root)
+    if info is None or not info.cmdline or not os.path.basename(info.cmdline[0]).startswith('uwsgi'):
+        return None, 'its stats name pid %d, which is not a running uWSGI process' % pid
+    cwd = _proc.read_link(pid, 'cwd', proc_root)
+    declared = _uwsgi_config.flag_declared(('emperor-nofollow',), info.cmdline, _proc.read_environ(pid, proc_root),
+                                           cwd, read_text)
+    if declared is None:
+        return None, 'pid %d reads a config file that cannot be read here (%s)' % (pid, ' '.join(info.cmdline))
+    return declared, 'pid %d %s emperor-nofollow' % (pid, 'runs with' if declared else 'runs without')
+
+
 def _config_target(path, hops=8):
     """The file the config ``path`` leads to through its symlinks, following only those of root or this user."""
     current = path
@@ -291,6 +329,8 @@ class Fleet(object):
         self.addresses = {}
         self.servers = {}
         self.last_error = None
+        # Whether the Emperor runs with emperor-nofollow: then a symlinked config is touched itself (see touch).
+        self.nofollow = False
         # While the stats cannot be read: since when (epoch seconds, monotonic seconds).
         self.unreadable_since = None
 
@@ -306,6 +346,9 @@ class Fleet(object):
                                % (self.emperor_dir, self.suffix))
         for config in self.configs:
             text = _proc.read_text(self.path(config))
+            if text is not None:
+                # Through a symlink, the link's name: vassals sharing one file announce different sockets.
+                text = _uwsgi_config.magic_sub(text, _uwsgi_config.magic_table(self.path(config), self.emperor_dir))
             self.addresses[config] = _uwsgi_config.subscription_addresses(text)
             self.servers[config] = _uwsgi_config.subscription_servers(text)
 
@@ -349,10 +392,14 @@ class Fleet(object):
         return _fastrouter.send_packet(packet, self.servers[config], SEND_TIMEOUT)
 
     def touch(self, config, entry):
-        """Move the config's mtime past what the Emperor saw; returns the mtime set. A config that leads to no
+        """Move the config's mtime past what the Emperor saw; returns the mtime set. A symlink is touched itself
+        when the Emperor does not follow symlinks (``nofollow``), else where it leads. A config that leads to no
         regular file (a FIFO), or through a symlink of another user, raises EmperorError naming it, with nothing
         touched."""
-        return touch_config(self.path(config), (entry or {}).get('last_mod'), time.time())
+        path = self.path(config)
+        if self.nofollow and os.path.islink(path):
+            return touch_link(path, (entry or {}).get('last_mod'), time.time())
+        return touch_config(path, (entry or {}).get('last_mod'), time.time())
 
 
 def workers_of(entry):

@@ -27,6 +27,7 @@ import time
 from ansible_collections.graceful.wsgi.plugins.module_utils import _emperor
 from ansible_collections.graceful.wsgi.plugins.module_utils import _fastrouter
 from ansible_collections.graceful.wsgi.plugins.module_utils import _lock
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import ReloadFailed
 
 # Where the lock of a run lives: a directory only the module's user may enter (see lock_directory).
@@ -339,12 +340,8 @@ def run(params, check_mode):
         targets = _emperor.select_vassals(fleet.configs, params['vassals'], fleet.suffix, fleet.emperor_dir)
     except _emperor.EmperorError as exc:
         raise ReloadFailed(str(exc))
-    shared = _emperor.shared_files(dict((c, os.path.realpath(fleet.path(c))) for c in fleet.configs))
-    clash = [group for group in shared if set(group) & set(targets)]
-    if clash:
-        raise ReloadFailed('emperor_dir=%s: %s are one file (symlinks to it); the Emperor would reload them together. '
-                           'Give each vassal its own config file.'
-                           % (fleet.emperor_dir, '; '.join(' and '.join(group) for group in clash)))
+    if any(os.path.islink(fleet.path(config)) for config in targets):
+        symlinks_refusal(fleet, targets)
 
     try:
         path = lock_path(fleet.emperor_dir, create=not check_mode)
@@ -376,6 +373,30 @@ def run(params, check_mode):
     finally:
         if lock_fd is not None:
             _lock.flock_release(lock_fd)
+
+
+def symlinks_refusal(fleet, targets):
+    """Learn whether the Emperor follows the symlinks among the ``targets`` (fleet.nofollow); ReloadFailed when it
+    does and some of them are one file, which it would reload together, or when that cannot be told."""
+    try:
+        emperor, _router = fleet.read()
+    except (_uwsgi.UwsgiError, _emperor.EmperorError) as exc:
+        raise ReloadFailed(str(exc))
+    nofollow, why = _emperor.emperor_nofollow(emperor)
+    fleet.nofollow = bool(nofollow)
+    if nofollow:
+        return
+    shared = _emperor.shared_files(dict((c, os.path.realpath(fleet.path(c))) for c in fleet.configs))
+    clash = [group for group in shared if set(group) & set(targets)]
+    if clash and nofollow is None:
+        raise ReloadFailed('emperor_dir=%s: %s are one file (symlinks to it), and whether the Emperor follows them '
+                           '(emperor-nofollow) cannot be told: %s. Following them, it would reload them together.'
+                           % (fleet.emperor_dir, '; '.join(' and '.join(group) for group in clash), why))
+    if clash:
+        raise ReloadFailed('emperor_dir=%s: %s are one file (symlinks to it), and the Emperor follows symlinks (%s): it '
+                           'would reload them together. Run it with emperor-nofollow, which makes each link a vassal of '
+                           'its own, or give each vassal its own config file.'
+                           % (fleet.emperor_dir, '; '.join(' and '.join(group) for group in clash), why))
 
 
 def reload_vassals(fleet, targets, params, check_mode, path):

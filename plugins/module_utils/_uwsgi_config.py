@@ -6,7 +6,7 @@
 
 Private to the collection: the interface may change without notice.
 Two readers, for two questions: ``ini_items`` keeps every value of a repeated option in order (a vassal's
-sockets and subscriptions), ``lazy_apps_declared`` asks one boolean option of a whole configuration (command
+sockets and subscriptions), ``flag_declared`` asks one boolean option of a whole configuration (command
 line, environment, ini files and the ini files they include).
 """
 
@@ -134,33 +134,42 @@ def subscription_servers(ini_text):
 # ---------------------------------------------------------------- lazy-apps evidence
 
 def lazy_apps_declared(cmdline, environ, cwd, read_text):
-    """True/False when the instance's own configuration says whether apps load in workers.
+    """True/False when the instance's own configuration says whether apps load in workers (``lazy-apps``, or
+    its older name ``lazy``); None when it cannot be told. See flag_declared."""
+    return flag_declared(('lazy-apps', 'lazy'), cmdline, environ, cwd, read_text)
 
-    None when it cannot be told (a config format or include we do not read).
+
+def flag_declared(names, cmdline, environ, cwd, read_text):
+    """True/False when a uWSGI process's own configuration sets one of the flag options ``names`` (``lazy-apps``,
+    ``emperor-nofollow``): its command line, its ``UWSGI_*`` environment, and the ini files it names and those
+    include. None when it cannot be told (a config format or include not read here).
+
     ``read_text(path)`` returns a file's text or None; injected for tests.
     """
-    verdict = _truthy(environ.get('UWSGI_LAZY_APPS')) or _truthy(environ.get('UWSGI_LAZY'))
-    if verdict:
-        return True
+    for name in names:
+        if _truthy(environ.get('UWSGI_' + name.upper().replace('-', '_'))):
+            return True
+    options = set('--' + name for name in names)
     unknown = False
     args = list(cmdline[1:])
     index = 0
     while index < len(args):
         arg = args[index]
         name, has_value, inline = arg.partition('=')
-        if name in ('--lazy-apps', '--lazy'):
+        if name in options:
             if not has_value or _truthy(inline):
                 return True
         elif name in ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x'):
             path = inline if has_value else (args[index + 1] if index + 1 < len(args) else None)
             if not has_value:
                 index += 1
-            result = _config_file_says(name, path, cwd, read_text, depth=0)
+            result = _config_file_says(names, name, path, cwd, read_text, depth=0)
             if result:
                 return True
             unknown = unknown or result is None
         elif not arg.startswith('-') and index == 0 and len(args) == 1:
-            result = _config_file_says('--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text, depth=0)
+            result = _config_file_says(names, '--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text,
+                                       depth=0)
             if result:
                 return True
             unknown = unknown or result is None
@@ -174,7 +183,7 @@ def _truthy(value):
     return value.strip().lower() not in _TRUE_OFF
 
 
-def _config_file_says(kind, spec, cwd, read_text, depth):
+def _config_file_says(names, kind, spec, cwd, read_text, depth):
     if spec is None or depth > 5:
         return None
     if kind != '--ini' or RawConfigParser is None:
@@ -196,11 +205,53 @@ def _config_file_says(kind, spec, cwd, read_text, depth):
     unknown = False
     for key, value in parser.items(section):
         normalized = key.replace('_', '-')
-        if normalized in ('lazy-apps', 'lazy') and (value is None or _truthy(value)):
+        if normalized in names and (value is None or _truthy(value)):
             return True
         if normalized == 'ini' and value:
-            result = _config_file_says('--ini', value, os.path.dirname(path), read_text, depth + 1)
+            result = _config_file_says(names, '--ini', value, os.path.dirname(path), read_text, depth + 1)
             if result:
                 return True
             unknown = unknown or result is None
     return None if unknown else False
+
+
+# ---------------------------------------------------------------- magic variables
+
+def magic_table(config_path, emperor_cwd=None):
+    """The magic variables (``%n``, ``%s`` ...) of a vassal started from ``config_path``, as uWSGI 2.0 fills them
+    (core/uwsgi.c, config_magic_table_fill): a symlink keeps its own name, in the directory the Emperor runs
+    it from (``emperor_cwd``, resolved like getcwd); any other file is resolved to its real path.
+
+    Only the variables a path defines; the others (``%h``, ``%k`` ...) are left as they are by magic_sub.
+    """
+    name = os.path.basename(config_path)
+    if os.path.islink(config_path):
+        full = os.path.join(os.path.realpath(emperor_cwd or os.path.dirname(config_path)), name)
+    else:
+        full = os.path.realpath(config_path)
+    directory, base = os.path.split(full)
+    stem, dot, extension = base.rpartition('.')
+    table = {'o': name, 'p': full, 's': base, 'd': directory, 'c': os.path.basename(directory),
+             'e': extension if dot else '', 'n': stem if dot else base, 'x': ''}
+    parts = [part for part in directory.split('/') if part][:10]
+    table.update((str(index), parts[index] if index < len(parts) else '') for index in range(10))
+    # A vassal's own file is its first file: the upper-case variables name the same things.
+    table.update(dict((key.upper(), value) for key, value in list(table.items()) if key.isalpha()))
+    table.update({'%': '%', '(': '%('})
+    return table
+
+
+def magic_sub(text, table):
+    """``text`` with each ``%X`` whose X the table defines replaced, as uWSGI replaces them in a config file
+    before reading its options (core/utils.c, magic_sub); ``%(`` starts a placeholder and stays."""
+    out = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == '%' and index + 1 < len(text) and text[index + 1] in table:
+            out.append(table[text[index + 1]])
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return ''.join(out)

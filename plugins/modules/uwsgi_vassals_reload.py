@@ -102,8 +102,18 @@ notes:
   - O(timeout) is the time each vassal has, from its touch, to come back. It is also how long the run waits, with no
     vassal in flight, for a vassal it may start (the floor lost, or the stats unreadable). O(poll_interval) is the
     time between two readings of the Emperor's and the FastRouter's stats.
-  - Configs symlinked to one file are reloaded together by the Emperor, which follows symlinks; the module refuses
-    to reload such vassals one by one.
+  - Symlinked configs. An Emperor that follows symlinks (its default) reloads every config linked to one file
+    together, so the module refuses to reload such vassals one by one. An Emperor run with C(emperor-nofollow)
+    watches each link's own mtime. Each link is then a vassal of its own, and the module reloads it by moving
+    the link's mtime (C(touch -h)), never the file's. That is the layout of the Emperor docs' vassal reload
+    script, one ini and a symlink to it per vassal. Whether the Emperor follows symlinks is read from its own
+    command line, its C(UWSGI_*) environment and the ini files they name (the Emperor's PID comes from its
+    stats). When a config is a symlink and that cannot be told, a shared file is refused as if it followed them.
+  - A vassal's magic variables are expanded as uWSGI expands them for that vassal before its addresses are
+    matched to FastRouter nodes. For a symlink, C(%n) is the link's name without its extension, so
+    C(socket = /run/shop/%n.sock) gives each vassal its own socket. C(%n), C(%s), C(%e), C(%p), C(%d), C(%c),
+    C(%o), C(%x), C(%0)-C(%9) and their upper-case forms are expanded, and C(%%); the others (C(%h), C(%k) and
+    so on) are kept as they are.
   - Set up vassals with C(unsubscribe-on-graceful-reload), C(need-app) and without C(lazy-apps). The vassal
     then leaves the FastRouter before its reload, and subscribes again only after it loaded the new code. A
     release that fails to load keeps the vassal out of the FastRouter instead of serving errors.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ansible_runner import PlaybookRunner
+from tests.support.ansible_runner import REFUSED_TASK_SECONDS, PlaybookRunner
 from tests.support.emperor_fleet import EmperorFleet
 from tests.support.loadgen import LoadGenerator, LoadResult
 from tests.support.process import poll_until
@@ -144,3 +144,44 @@ def test_check_mode_touches_nothing(ansible: PlaybookRunner, fleet: EmperorFleet
     assert {path: path.stat().st_mtime for path in configs} == before
     time.sleep(1.5)
     assert fleet.serving() == 4
+
+
+def test_symlinked_vassals_of_a_nofollow_emperor_reload_one_by_one_through_their_links(
+        ansible: PlaybookRunner, tmp_path: Path) -> None:
+    """The Emperor docs' reload-script layout: one ini, a symlink to it per vassal, sockets named %n, and an
+    Emperor run with --emperor-nofollow. Each vassal is reloaded by moving its link's own mtime."""
+    with EmperorFleet(tmp_path / "links", vassals=4, symlinks=True, nofollow=True) as linked:
+        shared_mtime = linked.shared_ini.stat().st_mtime
+        links = sorted(linked.emperor_dir.glob("*.ini"))
+        before = {path: path.lstat().st_mtime for path in links}
+        outcome, result, finished = run_under_load(ansible, linked, {"min_active": 3}, "v2", min_requests=2000)
+        assert not outcome.get("failed"), outcome.get("msg")
+        assert result.failed == 0, result.summary()
+        assert result.slow_total > 0
+        assert sorted(outcome["reloaded"]) == [f"demo-{n}" for n in range(1, 5)]
+        assert outcome["parallel_max"] == 1 and outcome["min_active_observed"] >= 3
+        for vassal in outcome["vassals"]:
+            assert vassal["pid_after"] == vassal["pid_before"], "a graceful reload keeps each vassal's master"
+        assert all(path.lstat().st_mtime > before[path] for path in links), "each link was touched itself"
+        assert linked.shared_ini.stat().st_mtime == shared_mtime, "the file the links share was never touched"
+        assert linked.serving() == 4
+        assert_every_new_worker_serves(outcome, result, "v2", finished)
+
+
+def test_symlinked_vassals_of_an_emperor_that_follows_symlinks_are_refused(
+        ansible: PlaybookRunner, tmp_path: Path) -> None:
+    with EmperorFleet(tmp_path / "followed", vassals=4, symlinks=True) as linked:
+        links = sorted(linked.emperor_dir.glob("*.ini"))
+        before = {path: path.lstat().st_mtime for path in links}
+        shared_mtime = linked.shared_ini.stat().st_mtime
+        outcome = ansible.run_module("uwsgi_vassals_reload", linked.module_args())
+        assert outcome.get("failed")
+        assert outcome["seconds"] < REFUSED_TASK_SECONDS
+        assert "demo-1.ini and demo-2.ini and demo-3.ini and demo-4.ini are one file (symlinks to it), and the " \
+               "Emperor follows symlinks (pid " in outcome["msg"]
+        assert "runs without emperor-nofollow): it would reload them together. Run it with emperor-nofollow" \
+            in outcome["msg"]
+        # Lost: nothing. Left: every vassal serving, no link and not the file touched.
+        assert {path: path.lstat().st_mtime for path in links} == before
+        assert linked.shared_ini.stat().st_mtime == shared_mtime
+        assert linked.serving() == 4

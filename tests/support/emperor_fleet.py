@@ -30,8 +30,14 @@ class EmperorFleet(StartStop):
 
     def __init__(self, workdir: Path, vassals: int = 4, threads: int = 4, import_delay: float = 0.2,
                  uwsgi_bin: str | Path | None = None, release: str = "v1", subscription: str = "unix",
-                 user: str | None = None, emperor_freq: int = 3) -> None:
+                 user: str | None = None, emperor_freq: int = 3, symlinks: bool = False,
+                 nofollow: bool = False) -> None:
         self.workdir = Path(workdir)
+        # symlinks: the layout of the Emperor docs' reload script, one ini (self.shared_ini) and a symlink to it
+        # per vassal, whose socket and log are named after the link (%n). nofollow: --emperor-nofollow.
+        self.symlinks = symlinks
+        self.nofollow = nofollow
+        self.shared_ini = self.workdir / "vassal.ini"
         # Seconds between the Emperor's scans of its directory (uWSGI's default 3; the role sets 1).
         self.emperor_freq = emperor_freq
         self.user = pwd.getpwnam(user) if user else None
@@ -79,27 +85,37 @@ class EmperorFleet(StartStop):
         self.release = release
 
     def _write_vassals(self) -> None:
+        if self.symlinks:
+            self.shared_ini.write_text("\n".join(self._vassal_lines(f"{self.run_dir}/%n.sock", "%n")) + "\n")
+            for index in range(self.count):
+                (self.emperor_dir / f"{self.vassal_name(index)}.ini").symlink_to(self.shared_ini)
+            return
         for index, port in enumerate(self.vassal_ports):
-            lines = [
-                "[uwsgi]",
-                "master = true",
-                "processes = 1",
-                f"threads = {self.threads}",
-                f"socket = 127.0.0.1:{port}",
-                f"wsgi-file = {self.app_path}",
-                "need-app = true",
-                f"subscribe-to = {self.subscription_server}:{self.KEY}",
-                "unsubscribe-on-graceful-reload = true",
-                "subscribe-freq = 2",
-                "listen = 1024",
-                "worker-reload-mercy = 60",
-                "disable-logging = true",
-                f"logto = {self.workdir / (self.vassal_name(index) + '.log')}",
-            ]
+            lines = self._vassal_lines(f"127.0.0.1:{port}", self.vassal_name(index))
             (self.emperor_dir / f"{self.vassal_name(index)}.ini").write_text("\n".join(lines) + "\n")
+
+    def _vassal_lines(self, socket: str, log_name: str) -> list[str]:
+        return [
+            "[uwsgi]",
+            "master = true",
+            "processes = 1",
+            f"threads = {self.threads}",
+            f"socket = {socket}",
+            f"wsgi-file = {self.app_path}",
+            "need-app = true",
+            f"subscribe-to = {self.subscription_server}:{self.KEY}",
+            "unsubscribe-on-graceful-reload = true",
+            "subscribe-freq = 2",
+            "listen = 1024",
+            "worker-reload-mercy = 60",
+            "disable-logging = true",
+            f"logto = {self.workdir / (log_name + '.log')}",
+        ]
 
     def vassal_address(self, index: int) -> str:
         """The address vassal ``index`` subscribes with: its FastRouter node's name."""
+        if self.symlinks:
+            return f"{self.run_dir}/{self.vassal_name(index)}.sock"
         return f"127.0.0.1:{self.vassal_ports[index]}"
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -123,7 +139,8 @@ class EmperorFleet(StartStop):
             "--master", "--http", f"127.0.0.1:{self.http_port}", "--http-to", f"127.0.0.1:{self.router_port}",
             "--http-var", f"UWSGI_FASTROUTER_KEY={self.KEY}", "--disable-logging"])
         self._spawn("emperor", ["--emperor", str(self.emperor_dir), "--emperor-stats", str(self.emperor_stats),
-                                "--emperor-freq", str(self.emperor_freq)])
+                                "--emperor-freq", str(self.emperor_freq),
+                                *(["--emperor-nofollow"] if self.nofollow else [])])
         try:
             poll_until(lambda: self.serving() == self.count, timeout, f"{self.count} vassals serving",
                        on_timeout=self.log_tail)

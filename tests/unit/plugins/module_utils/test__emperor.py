@@ -238,3 +238,77 @@ def test_touch_config_follows_a_chain_of_relative_symlinks_and_names_a_dangling_
     with pytest.raises(_emperor.EmperorError, match='^vassal config %s: cannot be touched \\(its symlink leads to '
                        '.*available/shop.ini\\): No such file or directory$' % config):
         _emperor.touch_config(str(config), 1000, 1000)
+
+
+def fake_process(proc_root, pid, cmdline, cwd, environ=b''):
+    base = proc_root / str(pid)
+    base.mkdir(parents=True)
+    (base / 'stat').write_text('%d (uwsgi) S 1 ' % pid + ' '.join(['0'] * 40) + '\n')
+    (base / 'cmdline').write_bytes(b'\0'.join(arg.encode() for arg in cmdline) + b'\0')
+    (base / 'environ').write_bytes(environ)
+    os.symlink(str(cwd), str(base / 'cwd'))
+
+
+@pytest.mark.parametrize('cmdline, ini, expected', [
+    (['/usr/bin/uwsgi', '--emperor', 'vassals', '--emperor-nofollow'], None,
+     (True, 'pid 321 runs with emperor-nofollow')),
+    (['/usr/bin/uwsgi', '--ini', 'emperor.ini'], '[uwsgi]\nemperor = vassals\nemperor-nofollow = true\n',
+     (True, 'pid 321 runs with emperor-nofollow')),
+    (['/usr/bin/uwsgi', '--emperor', 'vassals'], None, (False, 'pid 321 runs without emperor-nofollow')),
+    (['/usr/bin/uwsgi', '--ini', 'gone.ini'], None,
+     (None, 'pid 321 reads a config file that cannot be read here (/usr/bin/uwsgi --ini gone.ini)')),
+    (['/usr/bin/sleep', '1000'], None, (None, 'its stats name pid 321, which is not a running uWSGI process')),
+])
+def test_emperor_nofollow_is_read_from_the_emperors_own_command_line_and_config(tmp_path, cmdline, ini, expected):
+    proc_root = tmp_path / 'proc'
+    etc = tmp_path / 'etc'
+    etc.mkdir()
+    if ini is not None:
+        (etc / 'emperor.ini').write_text(ini)
+    fake_process(proc_root, 321, cmdline, etc)
+    assert _emperor.emperor_nofollow({'pid': 321}, str(proc_root)) == expected
+
+
+def test_emperor_nofollow_from_the_environment_and_without_a_pid(tmp_path):
+    proc_root = tmp_path / 'proc'
+    fake_process(proc_root, 321, ['uwsgi', '--emperor', 'vassals'], tmp_path, environ=b'UWSGI_EMPEROR_NOFOLLOW=1\0')
+    assert _emperor.emperor_nofollow({'pid': 321}, str(proc_root))[0] is True
+    assert _emperor.emperor_nofollow({'vassals': []}, str(proc_root)) == (None, 'its stats name no pid')
+    assert _emperor.emperor_nofollow({'pid': True}, str(proc_root)) == (None, 'its stats name no pid')
+
+
+def test_touch_link_moves_the_links_own_mtime_and_never_its_files(tmp_path):
+    target = tmp_path / 'shop.ini'
+    target.write_text('')
+    os.utime(str(target), (100, 100))
+    link = tmp_path / 'shop_1.ini'
+    link.symlink_to(target)
+    os.utime(str(link), (100, 100), follow_symlinks=False)
+    mtime = _emperor.touch_link(str(link), 100, 1800000000.5)
+    assert mtime == 1800000000 and link.lstat().st_mtime == 1800000000
+    assert target.stat().st_mtime == 100
+
+
+def test_touch_link_of_a_config_that_is_no_longer_a_link_touches_nothing(tmp_path):
+    config = tmp_path / 'shop_1.ini'
+    config.write_text('')
+    os.utime(str(config), (100, 100))
+    with pytest.raises(_emperor.EmperorError) as caught:
+        _emperor.touch_link(str(config), 100, 1800000000.0)
+    assert str(caught.value) == ('vassal config %s: changed while it was being touched (no longer a symbolic link); '
+                                 'nothing touched' % config)
+    assert config.stat().st_mtime == 100
+
+
+def test_the_fleet_expands_magic_variables_by_the_links_name(tmp_path):
+    shared = tmp_path / 'shop.ini'
+    shared.write_text('[uwsgi]\nsocket = /run/shop/%n.sock\nsubscribe-to = /run/shop-fastrouter/sub.sock:shop\n')
+    vassals = tmp_path / 'vassals'
+    vassals.mkdir()
+    for name in ('shop_1.ini', 'shop_2.ini'):
+        (vassals / name).symlink_to(shared)
+    fleet = _emperor.Fleet(dict(emperor_dir=str(vassals), vassal_suffix='.ini', emperor_stats='/run/e.sock',
+                                fastrouter_stats='/run/f.sock'))
+    fleet.load_configs()
+    assert fleet.addresses == {'shop_1.ini': ['/run/shop/shop_1.sock'], 'shop_2.ini': ['/run/shop/shop_2.sock']}
+    assert fleet.servers['shop_1.ini'] == ['/run/shop-fastrouter/sub.sock']

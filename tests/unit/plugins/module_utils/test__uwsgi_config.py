@@ -91,3 +91,44 @@ def files(mapping):
 ])
 def test_lazy_apps_declared(cmdline, environ, texts, expected):
     assert _uwsgi_config.lazy_apps_declared(cmdline, environ, '/srv', files(texts)) is expected
+
+
+@pytest.mark.parametrize('cmdline, environ, texts, expected', [
+    (['uwsgi', '--emperor', '/etc/uwsgi/vassals', '--emperor-nofollow'], {}, {}, True),
+    (['uwsgi', '--emperor', '/etc/uwsgi/vassals', '--emperor-nofollow=false'], {}, {}, False),
+    (['uwsgi', '--emperor', '/etc/uwsgi/vassals'], {'UWSGI_EMPEROR_NOFOLLOW': '1'}, {}, True),
+    (['uwsgi', '--ini', 'emperor.ini'], {}, {'/srv/emperor.ini': '[uwsgi]\nemperor = vassals\nemperor_nofollow = true\n'},
+     True),
+    (['uwsgi', '--ini', 'emperor.ini'], {}, {'/srv/emperor.ini': '[uwsgi]\nemperor = vassals\n'}, False),
+    (['uwsgi', '--ini', 'emperor.ini'], {'UWSGI_LAZY_APPS': '1'}, {'/srv/emperor.ini': '[uwsgi]\nlazy-apps = 1\n'},
+     False),  # another flag is not this one
+    (['uwsgi', '--xml', 'emperor.xml'], {}, {}, None),
+])
+def test_flag_declared_reads_any_flag_from_the_command_line_environment_and_ini(cmdline, environ, texts, expected):
+    assert _uwsgi_config.flag_declared(('emperor-nofollow',), cmdline, environ, '/srv', files(texts)) is expected
+
+
+def test_magic_table_of_a_symlink_keeps_the_links_name(tmp_path):
+    (tmp_path / 'shop.ini').write_text('')
+    vassals = tmp_path / 'vassals'
+    vassals.mkdir()
+    (vassals / 'shop_2.ini').symlink_to(tmp_path / 'shop.ini')
+    table = _uwsgi_config.magic_table(str(vassals / 'shop_2.ini'), str(vassals))
+    assert (table['n'], table['s'], table['e'], table['o']) == ('shop_2', 'shop_2.ini', 'ini', 'shop_2.ini')
+    assert (table['p'], table['d'], table['c']) == (str(vassals / 'shop_2.ini'), str(vassals), 'vassals')
+    assert table['N'] == 'shop_2' and table['0'] == str(vassals).split('/')[1] and table['9'] == ''
+
+
+def test_magic_table_of_a_file_is_its_real_path(tmp_path):
+    (tmp_path / 'real').mkdir()
+    (tmp_path / 'real' / 'web.ini').write_text('')
+    (tmp_path / 'alias').symlink_to(tmp_path / 'real')
+    table = _uwsgi_config.magic_table(str(tmp_path / 'alias' / 'web.ini'))
+    assert (table['n'], table['d'], table['c']) == ('web', str((tmp_path / 'real').resolve()), 'real')
+
+
+def test_magic_sub_replaces_what_the_table_defines_and_keeps_placeholders():
+    table = {'n': 'shop_2', 'd': '/etc/vassals', '%': '%', '(': '%('}
+    assert _uwsgi_config.magic_sub('socket = /run/shop/%n.sock', table) == 'socket = /run/shop/shop_2.sock'
+    assert _uwsgi_config.magic_sub('chdir = %d\nx = 100%%\ny = %(base)/a\nz = %k\nend %', table) == \
+        'chdir = /etc/vassals\nx = 100%\ny = %(base)/a\nz = %k\nend %'

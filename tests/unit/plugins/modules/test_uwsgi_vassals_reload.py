@@ -54,6 +54,8 @@ class Emperor:
         self.throttle = 2.0
         self.retry_at = {}
         self.watching = [str(directory)]
+        # With emperor-nofollow the Emperor lstat()s each config: a symlink's own mtime counts, not its file's.
+        self.nofollow = False
         # Vassals that go down on their own at a time (and stay down), and a time span (start, end) in which
         # the stats servers answer nothing.
         self.down_at = {}
@@ -90,7 +92,7 @@ class Emperor:
                 del self.vassals[config]
                 self.retry_at[config] = float('inf')
         for config in sorted(self.reload_seconds):
-            mtime = int(os.stat(str(self.directory / config)).st_mtime)
+            mtime = int((os.lstat if self.nofollow else os.stat)(str(self.directory / config)).st_mtime)
             vassal = self.vassals.get(config)
             if vassal is not None and mtime > vassal['last_mod']:
                 if self.node(config) is not None:
@@ -155,7 +157,8 @@ class Emperor:
                                 'last_run': vassal['last_run'],
                                 'accepting': 1 if up else 0,
                                 'last_accepting': int(EPOCH + vassal['up_at']) if up else vassal['last_accepting']})
-            return {'emperor': self.watching, 'cwd': '/', 'vassals': vassals, 'blacklist': list(self.blacklist.values())}
+            return {'emperor': self.watching, 'cwd': '/', 'pid': 999, 'vassals': vassals,
+                    'blacklist': list(self.blacklist.values())}
         if address == ('unix', ROUTER_STATS):
             nodes = [node for node in (self.node(config) for config in sorted(self.vassals)) if node is not None]
             return {'fastrouter': ['127.0.0.1:3030'], 'subscriptions': [{'key': 'shop', 'nodes': nodes}]}
@@ -213,6 +216,11 @@ def run(emperor, **args):
 
 def mtimes(emperor):
     return dict((p.name, p.stat().st_mtime) for p in emperor.directory.iterdir())
+
+
+def link_mtimes(emperor):
+    """The configs' own mtimes: a symlink's, not its file's."""
+    return dict((p.name, p.lstat().st_mtime) for p in emperor.directory.iterdir())
 
 
 def test_min_active_one_reloads_three_at_once_then_the_last(emperor):
@@ -371,12 +379,55 @@ def test_the_stats_of_an_emperor_watching_another_directory_are_refused(emperor)
                              'emperor_dir=%s' % (EMPEROR_STATS, emperor.directory))
 
 
-def test_vassals_sharing_one_config_file_are_refused(emperor):
-    shared = emperor.directory / 'shop-2.ini'
-    shared.unlink()
-    shared.symlink_to(emperor.directory / 'shop-1.ini')
+def link_every_vassal_to_one_file(emperor):
+    """The layout of the Emperor docs' reload script: one ini, and a symlink to it per vassal, whose sockets differ
+    by the link's name (%n)."""
+    shared = emperor.directory.parent / 'shop.ini'
+    shared.write_text('[uwsgi]\nsocket = /run/shop/%n.sock\nneed-app = true\nsubscribe-to = 127.0.0.1:2626:shop\n'
+                      'unsubscribe-on-graceful-reload = true\n')
+    os.utime(str(shared), (EPOCH - 100, EPOCH - 100))
+    for config in sorted(emperor.vassals):
+        link = emperor.directory / config
+        link.unlink()
+        link.symlink_to(shared)
+        os.utime(str(link), (EPOCH - 100, EPOCH - 100), follow_symlinks=False)
+    return shared
+
+
+@pytest.mark.parametrize('nofollow, why', [
+    (False, 'the Emperor follows symlinks (pid 999 runs without emperor-nofollow): it would reload them together. '
+            'Run it with emperor-nofollow'),
+    (None, 'whether the Emperor follows them (emperor-nofollow) cannot be told: its stats name pid 999, which is '
+           'not a running uWSGI process'),
+])
+def test_vassals_sharing_one_config_file_are_refused_unless_the_emperor_does_not_follow_symlinks(
+        emperor, monkeypatch, nofollow, why):
+    shared = link_every_vassal_to_one_file(emperor)
+    said = {False: 'pid 999 runs without emperor-nofollow',
+            None: 'its stats name pid 999, which is not a running uWSGI process'}[nofollow]
+    monkeypatch.setattr(_emperor, 'emperor_nofollow', lambda document: (nofollow, said))
     result, failed = run(emperor)
-    assert failed and 'shop-1.ini and shop-2.ini are one file' in result['msg']
+    assert failed and 'shop-1.ini and shop-2.ini and shop-3.ini and shop-4.ini are one file (symlinks to it), and ' \
+        in result['msg']
+    assert why in result['msg']
+    # Lost: nothing. Left: every link and the file as they were; no vassal was touched.
+    assert set(link_mtimes(emperor).values()) == {EPOCH - 100} and shared.stat().st_mtime == EPOCH - 100
+
+
+def test_symlinked_vassals_of_an_emperor_that_does_not_follow_them_reload_one_by_one_through_their_links(
+        emperor, monkeypatch):
+    shared = link_every_vassal_to_one_file(emperor)
+    emperor.nofollow = True
+    monkeypatch.setattr(_emperor, 'emperor_nofollow', lambda document: (True, 'pid 999 runs with emperor-nofollow'))
+    result, failed = run(emperor, min_active=3)
+    assert not failed, result['msg']
+    assert result['reloaded'] == ['shop-1', 'shop-2', 'shop-3', 'shop-4'] and result['parallel_max'] == 1
+    assert result['min_active_observed'] == 3 and min(emperor.active_seen) == 3
+    # Each link's own mtime moved (touch -h); the file they share was never touched.
+    assert all(mtime > EPOCH - 100 for mtime in link_mtimes(emperor).values())
+    assert shared.stat().st_mtime == EPOCH - 100
+    # Each vassal was drained through its own socket, named after its link (%n).
+    assert sorted(config for _at, config in emperor.unsubscribe_packets) == sorted(emperor.vassals)
 
 
 @pytest.mark.timeout(10)
