@@ -34,6 +34,15 @@ from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadlin
 # The master recreates its FIFO after every writer closes it; a reader may be missing for a moment.
 FIFO_RETRY_SECONDS = 0.5
 
+# Why mode=fork is refused; tests/integration/test_uwsgi_fork_master.py shows each point on uWSGI 2.0.
+FORK_REFUSAL = (
+    "mode=fork is refused: uWSGI's fork-master (FIFO 'f') cannot carry a deploy with proof. The forked master "
+    "re-executes as a reload, which does not write the pidfile, so the pidfile goes on naming the old master. With "
+    "vacuum (which the uwsgi role sets), the old master's exit removes the pidfile, the stats socket and every unix "
+    "socket the new master inherited, leaving the new master unprovable and a unix-socket app unreachable. Under "
+    "systemd the old master is the unit's main process, so its exit stops the unit. Use mode=chain or mode=rolling; "
+    "nothing was signalled")
+
 
 def transport_for(params):
     """('master_fifo'|'touch_file'|'pidfile'|'worker_signals', path) that triggers this mode, or None."""
@@ -282,6 +291,8 @@ def reload_instance(params, warn, check_mode):
     """
     mode = params['mode']
     result = dict(changed=False, mode=mode)
+    if mode == 'fork':
+        raise ReloadFailed(FORK_REFUSAL, details=result)
     transport = transport_for(params)
     if transport is None:
         raise ReloadFailed('mode=%s cannot be triggered through %s: use master_fifo (any mode), touch_file '

@@ -76,8 +76,11 @@ options:
         master); requests wait in the listen queue while no worker runs.
       - V(workers) gracefully reloads all workers at once (FIFO C(w) or C(touch-workers-reload)).
       - V(brutal) reloads the instance killing workers at once (FIFO C(R)); requests being served are lost.
+      - V(fork) (uWSGI's fork-master, FIFO C(f)) is refused before anything is sent. The forked master does not
+        write the pidfile. With C(vacuum), the old master's exit removes the new master's pidfile, stats socket
+        and unix sockets, and under systemd it ends the unit. See the README, which cites the test that shows it.
     type: str
-    choices: [chain, rolling, graceful, workers, brutal]
+    choices: [chain, rolling, graceful, workers, brutal, fork]
     default: chain
   max_unavailable:
     description:
@@ -228,7 +231,7 @@ def main():
             touch_file=dict(type='path'),
             pidfile=dict(type='path'),
             stats=dict(type='str'),
-            mode=dict(type='str', default='chain', choices=['chain', 'rolling', 'graceful', 'workers', 'brutal']),
+            mode=dict(type='str', default='chain', choices=['chain', 'rolling', 'graceful', 'workers', 'brutal', 'fork']),
             max_unavailable=dict(type='raw', default=1),
             wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=300),

@@ -71,6 +71,7 @@ class UwsgiInstance(AppServer):
         extra_options: dict[str, Any] | None = None,
         uwsgi_bin: str | Path | None = None,
         release: str = "v1",
+        unix_socket: bool = False,
     ) -> None:
         super().__init__(workdir, import_delay, release)
         self.processes = processes
@@ -88,6 +89,8 @@ class UwsgiInstance(AppServer):
         self.touch_workers_path = self.workdir / "touch-workers-reload"
         self.pidfile = self.workdir / "uwsgi.pid"
         self.stats_path = self._socket_path("stats.sock")
+        # A uwsgi-protocol unix socket beside the HTTP one, as nginx would reach the app.
+        self.unix_socket_path = self._socket_path("app.sock") if unix_socket else None
 
         for path in (
             self.touch_chain_path,
@@ -128,6 +131,8 @@ class UwsgiInstance(AppServer):
             # Lets a worker finish slow in-flight requests during a graceful reload.
             ("worker-reload-mercy", 60),
         ]
+        if self.unix_socket_path is not None:
+            options.append(("socket", self.unix_socket_path))
         for key, value in self.extra_options.items():
             values = value if isinstance(value, (list, tuple)) else [value]
             options += [(key, v) for v in values if v is not None and v is not False]

@@ -227,6 +227,17 @@ def test_rolling_refuses_without_lazy_apps(instance):
     assert instance.kills == []
 
 
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_fork_is_refused_before_anything_is_read_or_sent(instance, check_mode):
+    args = {'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'fork'}
+    if check_mode:
+        args['_ansible_check_mode'] = True
+    kind, result = run(args)
+    assert kind is AnsibleFailJson and result['msg'] == _uwsgi_reload.FORK_REFUSAL
+    assert not result['changed'] and result['mode'] == 'fork'
+    assert instance.kills == [] and instance.fifo_commands == []
+
+
 def test_check_mode_sends_nothing(instance):
     kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock', 'mode': 'rolling', '_ansible_check_mode': True})
     assert kind is AnsibleExitJson
