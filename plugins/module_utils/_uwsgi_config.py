@@ -5,9 +5,9 @@
 """What a uWSGI configuration declares: its ini options, and the command line and environment of a master.
 
 Private to the collection: the interface may change without notice.
-Two readers, for two questions: ``ini_items`` keeps every value of a repeated option in order (a vassal's
-sockets and subscriptions), ``flag_declared`` asks one boolean option of a whole configuration (command
-line, environment, ini files and the ini files they include).
+``ini_items`` keeps every value of a repeated option in order (a vassal's sockets and subscriptions);
+``declared_options`` reads a whole configuration (environment, command line, ini files and the ini files they
+include), and ``flag_declared`` asks it one boolean option.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,12 +15,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-
-try:
-    from configparser import RawConfigParser, Error as ConfigParserError
-except ImportError:  # pragma: no cover - Python 2 controllers are not supported
-    RawConfigParser = None
-    ConfigParserError = Exception
 
 # The options whose first value is the address a vassal subscribes with, in uWSGI's order of sockets.
 SOCKET_OPTIONS = ('socket', 'uwsgi-socket', 'shared-socket', 'http-socket', 'fastcgi-socket', 'protocol-socket')
@@ -33,8 +27,9 @@ _TRUE_OFF = ('false', 'off', 'no', '0')
 
 # ---------------------------------------------------------------- ini options
 
-def ini_items(ini_text, section='uwsgi'):
-    """(key, value) pairs of one section, in order and with repeats: uWSGI options repeat (socket, env)."""
+def ini_items(ini_text, section='uwsgi', bare=False):
+    """(key, value) pairs of one section, in order and with repeats: uWSGI options repeat (socket, env). With
+    ``bare``, a line that is only a key (a flag) is kept, with the value None."""
     items = []
     current = None
     for line in (ini_text or '').splitlines():
@@ -44,9 +39,13 @@ def ini_items(ini_text, section='uwsgi'):
         if line.startswith('[') and line.endswith(']'):
             current = line[1:-1].strip()
             continue
-        if current == section and '=' in line:
+        if current != section:
+            continue
+        if '=' in line:
             key, _sep, value = line.partition('=')
             items.append((key.strip().replace('_', '-'), value.strip()))
+        elif bare:
+            items.append((line.replace('_', '-'), None))
     return items
 
 
@@ -146,35 +145,43 @@ def flag_declared(names, cmdline, environ, cwd, read_text):
 
     ``read_text(path)`` returns a file's text or None; injected for tests.
     """
-    for name in names:
-        if _truthy(environ.get('UWSGI_' + name.upper().replace('-', '_'))):
-            return True
-    options = set('--' + name for name in names)
+    options, unknown = declared_options(cmdline, environ, cwd, read_text)
+    if any(name in names and (value is None or _truthy(value)) for name, value in options):
+        return True
+    return None if unknown else False
+
+
+def declared_options(cmdline, environ, cwd, read_text):
+    """(options, unknown): every (name, value) a uWSGI process's own configuration sets, with repeats, from its
+    ``UWSGI_*`` environment, its command line and the ini files these name and include; a flag given without a
+    value has None. ``unknown`` when part of the configuration is not read here (a yaml, xml or json file, an
+    include or a file that cannot be read)."""
+    options = []
     unknown = False
+    for key, value in sorted(environ.items()):
+        if key.startswith('UWSGI_') and len(key) > 6:
+            options.append((key[6:].lower().replace('_', '-'), value))
     args = list(cmdline[1:])
     index = 0
     while index < len(args):
         arg = args[index]
-        name, has_value, inline = arg.partition('=')
-        if name in options:
-            if not has_value or _truthy(inline):
-                return True
-        elif name in ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x'):
-            path = inline if has_value else (args[index + 1] if index + 1 < len(args) else None)
-            if not has_value:
-                index += 1
-            result = _config_file_says(names, name, path, cwd, read_text, depth=0)
-            if result:
-                return True
-            unknown = unknown or result is None
-        elif not arg.startswith('-') and index == 0 and len(args) == 1:
-            result = _config_file_says(names, '--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text,
-                                       depth=0)
-            if result:
-                return True
-            unknown = unknown or result is None
         index += 1
-    return None if unknown else False
+        if len(args) == 1 and not arg.startswith('-'):
+            unknown = _read_config('--ini' if arg.endswith('.ini') else 'other', arg, cwd, read_text, options, 0) \
+                or unknown
+            continue
+        if not arg.startswith('-'):
+            continue
+        name, has_value, value = arg.lstrip('-').partition('=')
+        if not has_value:
+            value = args[index] if index < len(args) and not args[index].startswith('-') else None
+            index += value is not None
+        if '--' + name in _CONFIG_OPTIONS or '-' + name in _CONFIG_OPTIONS:
+            unknown = _read_config('--' + name if '--' + name in _CONFIG_OPTIONS else '-' + name, value, cwd,
+                                   read_text, options, 0) or unknown
+            continue
+        options.append((name.replace('_', '-'), value))
+    return options, unknown
 
 
 def _truthy(value):
@@ -183,36 +190,28 @@ def _truthy(value):
     return value.strip().lower() not in _TRUE_OFF
 
 
-def _config_file_says(names, kind, spec, cwd, read_text, depth):
-    if spec is None or depth > 5:
-        return None
-    if kind != '--ini' or RawConfigParser is None:
-        return None
+# Options that name a config file to read, and which of them are ini files.
+_CONFIG_OPTIONS = ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x')
+
+
+def _read_config(kind, spec, cwd, read_text, options, depth):
+    """Add the options of config file ``spec`` (and of the ini files it includes) to ``options``; True when some of
+    it could not be read."""
+    if spec is None or depth > 5 or kind not in ('--ini', 'ini'):
+        return True
     path, _sep, section = spec.partition(':')
-    section = section or 'uwsgi'
     if not os.path.isabs(path) and cwd:
         path = os.path.join(cwd, path)
     text = read_text(path)
     if text is None:
-        return None
-    parser = RawConfigParser(strict=False, allow_no_value=True, delimiters=('=',), comment_prefixes=(';', '#'))
-    try:
-        parser.read_string(text)
-    except ConfigParserError:
-        return None
-    if not parser.has_section(section):
-        return False
+        return True
     unknown = False
-    for key, value in parser.items(section):
-        normalized = key.replace('_', '-')
-        if normalized in names and (value is None or _truthy(value)):
-            return True
-        if normalized == 'ini' and value:
-            result = _config_file_says(names, '--ini', value, os.path.dirname(path), read_text, depth + 1)
-            if result:
-                return True
-            unknown = unknown or result is None
-    return None if unknown else False
+    for key, value in ini_items(text, section or 'uwsgi', bare=True):
+        if key == 'ini' and value:
+            unknown = _read_config('ini', value, os.path.dirname(path), read_text, options, depth + 1) or unknown
+        else:
+            options.append((key, value))
+    return unknown
 
 
 # ---------------------------------------------------------------- magic variables

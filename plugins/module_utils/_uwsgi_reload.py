@@ -29,6 +29,7 @@ import time
 from ansible_collections.graceful.wsgi.plugins.module_utils import _proc
 from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi
 from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi_config
+from ansible_collections.graceful.wsgi.plugins.module_utils import _uwsgi_helpers
 from ansible_collections.graceful.wsgi.plugins.module_utils._wait import Deadline, ReloadFailed, WaitTimeout, poll
 
 # The master recreates its FIFO after every writer closes it; a reader may be missing for a moment.
@@ -142,22 +143,29 @@ def master_exe(pid):
         return None
 
 
-def check_lazy_apps(warn, mode, master):
-    """Refuse modes whose respawned workers would keep the old code; warn when it cannot be told."""
+def master_setup(master):
+    """(cwd, environ, hidden) of the proven master, what its relative config paths and UWSGI_* options need;
+    ``hidden`` says why they could not be read (then both are None)."""
+    try:
+        cwd, environ = _proc.read_guarded(master.pid, 'cwd and environ', lambda: [
+            _proc.read_link_or_raise(master.pid, 'cwd'), _proc.read_environ_or_raise(master.pid)])
+    except _proc.OwnerReadError as exc:
+        return None, None, str(exc)
+    except OSError as exc:
+        return None, None, 'cannot read /proc/%d/cwd and environ: %s' % (master.pid, exc.strerror or exc)
+    return cwd, environ, None
+
+
+def check_lazy_apps(warn, mode, master, setup):
+    """Refuse modes whose respawned workers would keep the old code; warn when it cannot be told. ``setup`` is
+    master_setup's answer (None without a master)."""
     if mode not in ('chain', 'rolling', 'workers'):
         return
     if master is None:
         warn('cannot see the uWSGI master in /proc, so lazy-apps could not be confirmed; without it '
              'mode=%s respawns workers with the code the master loaded' % mode)
         return
-    hidden = None
-    try:
-        cwd, environ = _proc.read_guarded(master.pid, 'cwd and environ', lambda: [
-            _proc.read_link_or_raise(master.pid, 'cwd'), _proc.read_environ_or_raise(master.pid)])
-    except _proc.OwnerReadError as exc:
-        cwd, environ, hidden = None, None, str(exc)
-    except OSError as exc:
-        cwd, environ, hidden = None, None, 'cannot read /proc/%d/cwd and environ: %s' % (master.pid, exc.strerror or exc)
+    cwd, environ, hidden = setup
     declared = _uwsgi_config.lazy_apps_declared(master.cmdline, environ or {}, cwd, _proc.read_text)
     if hidden and not declared:
         # What the environment or a relative config path would say is unknown: no refusal on a guess.
@@ -283,6 +291,125 @@ class Waiter:
         return self.tracker.describe_pending(self.tracker.last)
 
 
+# The modes that replace the workers only: the mules and spoolers are then replaced by the module.
+WORKER_MODES = ('chain', 'rolling', 'workers')
+# Between two looks at the helpers being replaced.
+HELPER_POLL_SECONDS = 0.1
+
+
+def find_helpers(master, before, setup):
+    """{'mules': [pid], 'spoolers': {dir: pid}} of the instance, from the stats ``before``, /proc and the master's
+    configuration (``setup``, master_setup's answer); ReloadFailed naming them when the mules cannot be told apart."""
+    found = dict(mules=[], spoolers=_uwsgi_helpers.spoolers(before), options=[], unknown=False)
+    if master is None:
+        if found['spoolers']:
+            raise ReloadFailed('the instance has spoolers (%s), but its master (pid %s) is not in this host\'s /proc: '
+                               'the module must run on the instance\'s host to replace them'
+                               % (', '.join(sorted(found['spoolers'])), before.get('pid')))
+        return found
+    cwd, environ, hidden = setup
+    options, unknown = _uwsgi_config.declared_options(master.cmdline, environ or {}, cwd, _proc.read_text)
+    # Kept to tell the replacements apart the same way.
+    found.update(options=options, unknown=unknown or bool(hidden))
+    try:
+        found['mules'] = _uwsgi_helpers.find_mules(master.pid, before, options, found['unknown'])
+    except _uwsgi_helpers.HelperError as exc:
+        raise ReloadFailed(str(exc))
+    return found
+
+
+def describe_helpers(helpers):
+    """'2 mules and 1 spooler', or '' when there are none."""
+    parts = []
+    for count, name in ((len(helpers['mules']), 'mule'), (len(helpers['spoolers']), 'spooler')):
+        if count:
+            parts.append('%d %s%s' % (count, name, '' if count == 1 else 's'))
+    return ' and '.join(parts)
+
+
+class HelperWaiter:
+    """Replaces the mules and spoolers after the workers (only for WORKER_MODES: a reload of the whole instance
+    replaced them already), then proves it: each old PID gone, each replacement up for SETTLE_SECONDS.
+
+    A mule gets SIGHUP at once. A spooler gets SIGTERM once the stats show it running no task, so that no task is
+    cut short. ``probe()`` returns the last stats document once done.
+    """
+
+    def __init__(self, address, master, helpers, mode, clock=time.monotonic):
+        self.address = address
+        self.master = master
+        self.helpers = helpers
+        self.signal = mode in WORKER_MODES
+        self.mules = _uwsgi_helpers.Replacement(helpers['mules'], clock)
+        self.spoolers = dict((directory, _uwsgi_helpers.Replacement([pid] if pid else [], clock))
+                             for directory, pid in helpers['spoolers'].items())
+        # A spooler being respawned (pid 0) starts with the code on disk anyway.
+        self.unsignalled = dict((d, pid) for d, pid in helpers['spoolers'].items() if pid) if self.signal else {}
+        self.last = None
+        self.mules_now = []
+
+    def start(self):
+        """Send each mule its SIGHUP; the spoolers get theirs from probe(), each once it is idle."""
+        if self.signal:
+            for pid in self.helpers['mules']:
+                self.send(pid, signal.SIGHUP, 'mule')
+
+    def send(self, pid, signum, kind):
+        info = _proc.read_process(pid)
+        if info is None:
+            return  # gone already: the master forks its replacement anyway
+        if info.ppid != self.master.pid:
+            raise ReloadFailed('%s pid %d is %s, no longer a child of the uWSGI master %d; nothing signalled'
+                               % (kind, pid, info.describe(), self.master.pid))
+        os.kill(pid, signum)
+
+    def probe(self):
+        try:
+            document = _uwsgi.read_stats(self.address)
+        except _uwsgi.UwsgiError:
+            return None
+        self.last = document
+        busy = _uwsgi_helpers.busy_spoolers(document)
+        for directory, pid in list(self.unsignalled.items()):
+            if directory not in busy:
+                self.send(pid, signal.SIGTERM, 'spooler %s' % directory)
+                del self.unsignalled[directory]
+        current = _uwsgi_helpers.spoolers(document)
+        spoolers_done = all(replacement.settled([current.get(directory, 0)])
+                            for directory, replacement in self.spoolers.items())
+        if self.helpers['mules']:
+            try:
+                self.mules_now = _uwsgi_helpers.find_mules(self.master.pid, document, self.helpers['options'],
+                                                           self.helpers['unknown'])
+            except _uwsgi_helpers.HelperError:
+                self.mules_now = []  # a gateway respawning meanwhile: look again
+        mules_done = self.mules.settled(self.mules_now)
+        return document if spoolers_done and mules_done and not self.unsignalled else None
+
+    def after(self):
+        """The mules and spoolers as last seen."""
+        return dict(mules_after=sorted(self.mules_now),
+                    spoolers_after=_uwsgi_helpers.spoolers(self.last or {}))
+
+    def describe_timeout(self):
+        waiting = []
+        for directory in sorted(self.unsignalled):
+            waiting.append('spooler %s (pid %d) never stopped running a task, so it was not stopped'
+                           % (directory, self.unsignalled[directory]))
+        current = _uwsgi_helpers.spoolers(self.last or {})
+        for directory, replacement in sorted(self.spoolers.items()):
+            if directory not in self.unsignalled and not replacement.settled([current.get(directory, 0)]):
+                waiting.append('spooler %s: pid %s now, not a replacement that stayed up'
+                               % (directory, current.get(directory) or 'none'))
+        if not self.mules.settled(self.mules_now):
+            waiting.append('mules %s replaced by %s, not all of them up for %.0f s (a mule whose code fails exits '
+                           'and is forked again: see the uWSGI log)'
+                           % (', '.join(str(pid) for pid in sorted(self.mules.old)),
+                              ', '.join(str(pid) for pid in sorted(self.mules_now)) or 'none',
+                              _uwsgi_helpers.SETTLE_SECONDS))
+        return '; '.join(waiting) or 'the stats server did not answer'
+
+
 def reload_instance(params, warn, check_mode):
     """Trigger one reload as uwsgi_reload's ``params`` ask and, with ``wait``, prove it; returns the module's result.
 
@@ -320,14 +447,25 @@ def reload_instance(params, warn, check_mode):
                                'the instance\'s host to signal it' % (before.get('pid'), params['stats']))
         service = service_user(transport, master) if transport[0] in ('master_fifo', 'touch_file') else None
         validate_transport(transport, service)
-        check_lazy_apps(warn, mode, master)
+        # Read once: as root without CAP_SYS_PTRACE each read forks a child that takes the master's user.
+        setup = master_setup(master) if master is not None else None
+        check_lazy_apps(warn, mode, master, setup)
+        helpers = (find_helpers(master, before, setup) if before is not None
+                   else dict(mules=[], spoolers={}, options=[], unknown=False))
+        if describe_helpers(helpers) and mode in WORKER_MODES and not params['wait']:
+            raise ReloadFailed('mode=%s replaces the workers only; the instance\'s %s would keep the old code. The '
+                               'module replaces them once the workers are proven, which needs wait=true; nothing was '
+                               'sent' % (mode, describe_helpers(helpers)))
     except (_uwsgi.UwsgiError, ValueError, ReloadFailed) as exc:
         raise ReloadFailed(str(exc), details=result)
+    result.update(mules_before=helpers['mules'], spoolers_before=helpers['spoolers'])
 
     result['changed'] = True
     if check_mode:
         result['elapsed'] = 0.0
         result['msg'] = 'would reload (%s) via %s%s' % (mode, result['method'], ' and wait for proof' if params['wait'] else '')
+        if describe_helpers(helpers):
+            result['msg'] += ', then %s the %s' % ('replace' if mode in WORKER_MODES else 'prove new', describe_helpers(helpers))
         return result
 
     started = Deadline(params['timeout'])
@@ -355,12 +493,29 @@ def reload_instance(params, warn, check_mode):
         result['elapsed'] = round(started.elapsed(), 3)
         raise ReloadFailed('%s reload could not be triggered: %s' % (mode, exc), details=result)
 
+    result.update(min_accepting=waiter.tracker.min_accepting, workers_after=_uwsgi.workers_summary(final))
+    helpers_said = ''
+    if describe_helpers(helpers):
+        replacing = HelperWaiter(address, master, helpers, mode)
+        try:
+            replacing.start()
+            poll(replacing.probe, started, HELPER_POLL_SECONDS, describe=replacing.describe_timeout)
+        except WaitTimeout as exc:
+            result.update(elapsed=round(started.elapsed(), 3), **replacing.after())
+            raise ReloadFailed('%s reload replaced the workers, but not the %s within timeout=%ss: %s; the instance '
+                               'runs mixed code' % (mode, describe_helpers(helpers), params['timeout'], exc),
+                               details=result)
+        except (ReloadFailed, OSError) as exc:
+            result.update(elapsed=round(started.elapsed(), 3), **replacing.after())
+            raise ReloadFailed('%s reload replaced the workers, but not the %s: %s; the instance runs mixed code'
+                               % (mode, describe_helpers(helpers), exc), details=result)
+        result.update(replacing.after())
+        helpers_said = ', then its %s' % describe_helpers(helpers)
     elapsed = started.elapsed()
     result.update(
         elapsed=round(elapsed, 3),
         completed_at=time.time(),
-        min_accepting=waiter.tracker.min_accepting,
-        workers_after=_uwsgi.workers_summary(final),
-        msg='%s reload complete: %d workers replaced in %.2fs' % (mode, len(waiter.tracker.targets), elapsed),
+        msg='%s reload complete: %d workers replaced%s in %.2fs' % (
+            mode, len(waiter.tracker.targets), helpers_said, elapsed),
     )
     return result

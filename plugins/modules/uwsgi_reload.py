@@ -108,6 +108,19 @@ notes:
     5 seconds. When they cannot be read at all, lazy-apps counts as unconfirmed (a warning), not as absent.
   - Do not combine C(need-app) with C(lazy-apps) on an instance you reload. uWSGI destroys the whole
     instance when one new worker fails to load the app.
+  - Mules and spoolers. O(mode=chain), O(mode=rolling) and O(mode=workers) replace uWSGI's workers only; its
+    mules and spoolers would go on with the old code (uWSGI issue 915). Once the workers are proven, the module
+    replaces them the way uWSGI's C(touch-mules-reload) and C(touch-spoolers-reload) do. A mule gets C(SIGHUP) at
+    once. A spooler gets C(SIGTERM) once the stats show it running no task (it ignores C(SIGHUP)), so no task
+    is cut short, and a task found later in its directory runs in the new spooler. Each must be replaced by a
+    new process that stays up for a second, within O(timeout). Otherwise the task fails, naming them and saying
+    that the instance runs mixed code. O(mode=graceful) and O(mode=brutal) replace them with the whole
+    instance, which is proven the same way.
+  - The spoolers come from the stats. A mule is a child of the master that is no worker, spooler or daemon.
+    It is told apart from a gateway (C(http), C(fastrouter) and the like) by its title C(uWSGI mule N) with
+    C(auto-procname), or else by the configuration, which must declare mules and no gateway. When they cannot
+    be told apart, the task fails before anything is sent, naming the processes. With O(wait=false), a reload
+    of the workers only on an instance with mules or spoolers is refused, because they would keep the old code.
   - The control paths usually sit in a directory of the instance's user, who may put anything there. The
     instance's user is the user the uWSGI master runs as, once the master is proven. With O(stats) on a unix socket,
     it is the process the kernel says serves the socket, which must own the socket file and be the master its answer
@@ -193,6 +206,28 @@ workers_after:
   type: list
   elements: dict
   sample: [{"id": 1, "pid": 4398, "accepting": true, "requests": 12}]
+mules_before:
+  description: PIDs of the instance's mules before the reload.
+  returned: when O(stats) is set
+  type: list
+  elements: int
+  sample: [4125, 4126]
+mules_after:
+  description: PIDs of the mules that replaced them.
+  returned: when the instance has mules or spoolers and the workers were proven
+  type: list
+  elements: int
+  sample: [4410, 4411]
+spoolers_before:
+  description: The instance's spoolers before the reload, their PID by spool directory.
+  returned: when O(stats) is set
+  type: dict
+  sample: {"/var/spool/myapp": 4127}
+spoolers_after:
+  description: The spoolers that replaced them, their PID by spool directory.
+  returned: when the instance has mules or spoolers and the workers were proven
+  type: dict
+  sample: {"/var/spool/myapp": 4412}
 elapsed:
   description: Seconds from the trigger to the proof of completion.
   returned: always

@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.graceful.wsgi.plugins.modules import uwsgi_reload
-from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _uwsgi, _uwsgi_reload
+from ansible_collections.graceful.wsgi.plugins.module_utils import _proc, _uwsgi, _uwsgi_helpers, _uwsgi_reload
 from ansible_collections.graceful.wsgi.plugins.module_utils._proc import ProcessInfo
 from ansible_collections.graceful.wsgi.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, set_module_args)
@@ -31,8 +31,16 @@ class FakeInstance:
     old pid -> pid 0 -> new pid loading (accepting 0) -> new pid accepting, one state per stats read.
     """
 
-    def __init__(self, workers=4, broken=False, lazy=True):
+    def __init__(self, workers=4, broken=False, lazy=True, mules=0, spoolers=(), titled=False, gateways=()):
         self.workers = dict((i, {'pid': MASTER + i, 'phase': None, 'respawns': 1}) for i in range(1, workers + 1))
+        # Mules and spoolers (children of the master too) go through the same phases when told to stop: a mule at
+        # SIGHUP, a spooler at SIGTERM only. A broken mule's replacement exits at once, and is forked again.
+        self.mules = dict((i, {'pid': 300 + i, 'phase': None, 'respawns': 1}) for i in range(1, mules + 1))
+        self.spoolers = dict((directory, {'pid': 400 + n, 'phase': None, 'respawns': 1, 'running': 0})
+                             for n, directory in enumerate(spoolers))
+        self.broken_mules = False
+        self.titled = titled
+        self.gateways = list(gateways)
         self.next_pid = 500
         self.broken = broken
         self.lazy = lazy
@@ -58,7 +66,24 @@ class FakeInstance:
             workers.append({'id': wid, 'pid': state['pid'], 'accepting': 0 if loading else 1, 'requests': 0,
                             'status': 'idle', 'respawn_count': state['respawns'], 'last_spawn': 0,
                             'apps': [{'mountpoint': ''}] if has_app else []})
-        return {'pid': MASTER, 'version': '2.0.31', 'workers': workers}
+        for state in list(self.mules.values()) + list(self.spoolers.values()):
+            self.advance(state)
+            if self.broken_mules and state in self.mules.values() and state['pid'] >= 500:
+                state['phase'] = 'dead'
+        spoolers = [{'dir': directory, 'pid': state['pid'], 'running': state['running'], 'tasks': 0}
+                    for directory, state in sorted(self.spoolers.items())]
+        return {'pid': MASTER, 'version': '2.0.31', 'workers': workers, 'spoolers': spoolers}
+
+    def children(self, pid, proc_root='/proc'):
+        if pid != MASTER:
+            return []
+        states = list(self.workers.values()) + list(self.mules.values()) + list(self.spoolers.values())
+        return [state['pid'] for state in states if state['pid']] + [900 + n for n in range(len(self.gateways))]
+
+    def ini(self):
+        lines = ['[uwsgi]', 'lazy-apps = %s' % ('true' if self.lazy else 'false')]
+        lines += ['mule = tasks.py'] * len(self.mules) + ['%s = :80%02d' % (name, n) for n, name in enumerate(self.gateways)]
+        return '\n'.join(lines) + '\n'
 
     def advance(self, state):
         phase = state['phase']
@@ -85,13 +110,25 @@ class FakeInstance:
         if pid == MASTER:
             for state in self.workers.values():
                 state['phase'] = 'stopping'
-        else:
-            self.stop_worker(pid)
+            return
+        self.stop_worker(pid)
+        for state in self.mules.values():
+            if state['pid'] == pid and sig == signal.SIGHUP:
+                state['phase'] = 'stopping'
+        for state in self.spoolers.values():
+            if state['pid'] == pid and sig == signal.SIGTERM:
+                state['phase'] = 'stopping'
 
     def read_process(self, pid, proc_root='/proc'):
         if pid == MASTER and self.alive:
             return ProcessInfo(pid, 1, 'S', UWSGI_ARGV, 'uwsgi')
         if any(s['pid'] == pid for s in self.workers.values()) and self.alive:
+            return ProcessInfo(pid, MASTER, 'S', UWSGI_ARGV, 'uwsgi')
+        for wid, state in self.mules.items():
+            if state['pid'] == pid and self.alive:
+                return ProcessInfo(pid, MASTER, 'S', ['uWSGI mule %d' % wid] if self.titled else UWSGI_ARGV, 'uwsgi')
+        if (any(s['pid'] == pid for s in self.spoolers.values()) or 900 <= pid < 900 + len(self.gateways)) \
+                and self.alive:
             return ProcessInfo(pid, MASTER, 'S', UWSGI_ARGV, 'uwsgi')
         if pid == 4242:
             return ProcessInfo(pid, 1, 'S', ['/usr/sbin/sshd', '-D'], 'sshd')
@@ -127,11 +164,14 @@ class FakeInstance:
         if command in ('c', 'w', 'r', 'R'):
             for state in self.workers.values():
                 state['phase'] = 'stopping'
+        if command in ('r', 'R'):
+            # The whole instance re-executes: its mules and spoolers with it.
+            for state in list(self.mules.values()) + list(self.spoolers.values()):
+                state['phase'] = 'stopping'
 
 
-@pytest.fixture
-def instance(monkeypatch, tmp_path):
-    fake = FakeInstance()
+def put_in_place(fake, monkeypatch, tmp_path):
+    """The fake instance in place of the host: its stats, FIFO, /proc and signals; its FIFO at fake.fifo."""
     monkeypatch.setattr(_uwsgi, 'read_stats', fake.read_stats)
     monkeypatch.setattr(_uwsgi, 'fifo_command', fake.fifo_command)
     monkeypatch.setattr(_uwsgi_reload._proc, 'read_process', fake.read_process)
@@ -139,12 +179,18 @@ def instance(monkeypatch, tmp_path):
     monkeypatch.setattr(_uwsgi_reload._proc, 'read_link_or_raise', fake.read_link)
     monkeypatch.setattr(_uwsgi_reload._proc, 'read_environ_or_raise', fake.read_environ)
     monkeypatch.setattr(_uwsgi_reload._proc, 'process_owner', fake.process_owner)
-    monkeypatch.setattr(_uwsgi_reload._proc, 'read_text',
-                        lambda path: '[uwsgi]\nlazy-apps = %s\n' % ('true' if fake.lazy else 'false'))
+    monkeypatch.setattr(_uwsgi_reload._proc, 'read_text', lambda path: fake.ini())
+    monkeypatch.setattr(_uwsgi_reload._proc, 'child_pids', fake.children)
     monkeypatch.setattr(_uwsgi_reload.os, 'kill', fake.kill)
     monkeypatch.setattr(_uwsgi_reload.time, 'sleep', lambda s: None)
     fake.fifo = str(tmp_path / 'master.fifo')
     os.mkfifo(fake.fifo, 0o600)
+    return fake
+
+
+@pytest.fixture
+def instance(monkeypatch, tmp_path):
+    fake = put_in_place(FakeInstance(), monkeypatch, tmp_path)
     fake.touch = str(tmp_path / 'chain.touch')
     with open(fake.touch, 'w'):
         pass
@@ -506,3 +552,107 @@ def test_a_directory_closed_to_this_user_is_named_as_such(instance, monkeypatch)
     assert result['msg'] == ('master_fifo=%s: permission denied (a directory on the way is closed to this user)'
                              % instance.fifo)
     assert instance.fifo_commands == []
+
+
+@pytest.fixture
+def helpers(monkeypatch, tmp_path):
+    """Builds an instance with mules and spoolers (FakeInstance's keywords); their replacements settle at once."""
+    def make(**kwargs):
+        monkeypatch.setattr(_uwsgi_helpers, 'SETTLE_SECONDS', 0.0)
+        return put_in_place(FakeInstance(**kwargs), monkeypatch, tmp_path)
+
+    return make
+
+
+def signals_to(fake, pids):
+    return [(pid, signal.Signals(sig).name) for pid, sig in fake.kills if pid in pids]
+
+
+@pytest.mark.parametrize('mode', ['chain', 'rolling', 'workers'])
+def test_a_reload_of_the_workers_replaces_the_mules_and_spoolers_too(helpers, mode):
+    fake = helpers(mules=2, spoolers=['/var/spool/app'])
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock', 'mode': mode})
+    assert kind is AnsibleExitJson, result['msg']
+    assert result['mules_before'] == [301, 302] and result['spoolers_before'] == {'/var/spool/app': 400}
+    assert len(result['mules_after']) == 2 and not set(result['mules_after']) & {301, 302}
+    assert result['spoolers_after']['/var/spool/app'] not in (0, 400)
+    # uWSGI's own signals: SIGHUP ends a mule; a spooler ignores it and ends at SIGTERM.
+    assert signals_to(fake, {301, 302, 400}) == [(301, 'SIGHUP'), (302, 'SIGHUP'), (400, 'SIGTERM')]
+    assert ', then its 2 mules and 1 spooler in ' in result['msg']
+
+
+@pytest.mark.parametrize('mode', ['graceful', 'brutal'])
+def test_a_reload_of_the_whole_instance_is_proven_over_its_mules_and_spoolers_without_signalling_them(helpers, mode):
+    fake = helpers(mules=1, spoolers=['/var/spool/app'])
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock', 'mode': mode})
+    assert kind is AnsibleExitJson, result['msg']
+    assert signals_to(fake, {301, 400}) == []
+    assert result['mules_after'] and result['mules_after'] != [301]
+    assert result['spoolers_after']['/var/spool/app'] not in (0, 400)
+
+
+def test_a_spooler_running_a_task_is_stopped_only_once_it_is_idle(helpers, monkeypatch):
+    fake = helpers(spoolers=['/var/spool/app'])
+    fake.spoolers['/var/spool/app']['running'] = 1
+    reads = []
+
+    def read_stats(address, timeout=2.0):
+        document = fake.document()
+        reads.append([k for k in fake.kills if k[0] == 400])
+        if len(reads) == 12:
+            fake.spoolers['/var/spool/app']['running'] = 0
+        return document
+
+    monkeypatch.setattr(_uwsgi, 'read_stats', read_stats)
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert all(not seen for seen in reads[:12]), 'no SIGTERM while it ran a task'
+    assert signals_to(fake, {400}) == [(400, 'SIGTERM')]
+
+
+def test_mules_that_keep_failing_leave_a_failure_that_names_them_and_the_mixed_instance(helpers, monkeypatch):
+    fake = helpers(mules=2)
+    monkeypatch.setattr(_uwsgi_helpers, 'SETTLE_SECONDS', 0.05)
+    fake.broken_mules = True
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock', 'timeout': 1})
+    assert kind is AnsibleFailJson
+    assert result['msg'].startswith('chain reload replaced the workers, but not the 2 mules within timeout=1.0s: '
+                                    'mules 301, 302 replaced by ')
+    assert result['msg'].endswith('the instance runs mixed code')
+    assert 'a mule whose code fails exits and is forked again: see the uWSGI log' in result['msg']
+    assert result['mules_before'] == [301, 302] and len(result['workers_after']) == 4
+
+
+def test_untitled_mules_beside_gateways_are_refused_before_anything_is_sent(helpers):
+    fake = helpers(mules=1, gateways=['http'])
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == ('cannot tell which of the children 301, 900 of the uWSGI master 100 are mules: its '
+                             'configuration declares gateways too (http); set auto-procname, which titles each mule '
+                             '"uWSGI mule N"')
+    assert fake.kills == [] and fake.fifo_commands == []
+
+
+def test_titled_mules_are_told_apart_from_gateways(helpers):
+    fake = helpers(mules=1, gateways=['http'], titled=True)
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert result['mules_before'] == [301] and signals_to(fake, {301, 900}) == [(301, 'SIGHUP')]
+
+
+def test_a_reload_of_the_workers_only_without_wait_is_refused_when_mules_would_keep_the_old_code(helpers):
+    fake = helpers(mules=1, spoolers=['/var/spool/app'])
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock', 'wait': False})
+    assert kind is AnsibleFailJson
+    assert result['msg'] == ('mode=chain replaces the workers only; the instance\'s 1 mule and 1 spooler would keep '
+                             'the old code. The module replaces them once the workers are proven, which needs '
+                             'wait=true; nothing was sent')
+    assert fake.kills == [] and fake.fifo_commands == []
+
+
+def test_check_mode_names_the_mules_and_spoolers_it_would_replace(helpers):
+    fake = helpers(mules=2, spoolers=['/var/spool/a', '/var/spool/b'])
+    kind, result = run({'master_fifo': fake.fifo, 'stats': '/run/stats.sock', '_ansible_check_mode': True})
+    assert kind is AnsibleExitJson and result['changed']
+    assert result['msg'].endswith(', then replace the 2 mules and 2 spoolers')
+    assert fake.kills == [] and fake.fifo_commands == []
