@@ -452,6 +452,9 @@ def reload_instance(params, warn, check_mode):
         check_lazy_apps(warn, mode, master, setup)
         helpers = (find_helpers(master, before, setup) if before is not None
                    else dict(mules=[], spoolers={}, options=[], unknown=False))
+        if master is None and mode in WORKER_MODES:
+            warn('cannot see the uWSGI master in /proc, so its mules could not be looked for; mode=%s does not '
+                 'replace mules' % mode)
         if describe_helpers(helpers) and mode in WORKER_MODES and not params['wait']:
             raise ReloadFailed('mode=%s replaces the workers only; the instance\'s %s would keep the old code. The '
                                'module replaces them once the workers are proven, which needs wait=true; nothing was '

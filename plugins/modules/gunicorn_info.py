@@ -125,6 +125,9 @@ preload_app:
       parsed, not run, and read as the master's user.
     - Null when it cannot be told, and RV(preload_app_source) says why. Examples are a config that sets it with an
       expression or inside a block, a C(python:) config module, or a command line replaced by C(setproctitle).
+    - Without C(-c), gunicorn reads the C(gunicorn.conf.py) of the directory it was started in, before it applies
+      C(--chdir). The master's working directory is that directory unless C(--chdir) moved it elsewhere; give
+      C(-c) to such a master.
   returned: always
   type: bool
   sample: false

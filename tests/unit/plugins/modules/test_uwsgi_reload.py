@@ -656,3 +656,15 @@ def test_check_mode_names_the_mules_and_spoolers_it_would_replace(helpers):
     assert kind is AnsibleExitJson and result['changed']
     assert result['msg'].endswith(', then replace the 2 mules and 2 spoolers')
     assert fake.kills == [] and fake.fifo_commands == []
+
+
+def test_a_master_outside_this_hosts_proc_is_warned_about_its_mules(instance, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, text: warnings.append(text))
+    seen = instance.read_process
+    monkeypatch.setattr(_uwsgi_reload._proc, 'read_process', lambda pid, proc_root='/proc': None if pid == MASTER
+                        else seen(pid))
+    kind, result = run({'master_fifo': instance.fifo, 'stats': '/run/stats.sock'})
+    assert kind is AnsibleExitJson, result['msg']
+    assert result['mules_before'] == [] and 'cannot see the uWSGI master in /proc, so its mules could not be ' \
+        'looked for; mode=chain does not replace mules' in warnings
