@@ -275,7 +275,7 @@ def emperor_nofollow(document, proc_root=None, read_text=_proc.read_text):
     if not isinstance(pid, int) or isinstance(pid, bool) or pid < 1:
         return None, 'its stats name no pid'
     info = _proc.read_process(pid, proc_root)
-    if info is None or not info.cmdline or not os.path.basename(info.cmdline[0]).startswith('uwsgi'):
+    if info is None or not _uwsgi.looks_like_uwsgi(info):
         return None, 'its stats name pid %d, which is not a running uWSGI process' % pid
     cwd = _proc.read_link(pid, 'cwd', proc_root)
     declared = _uwsgi_config.flag_declared(('emperor-nofollow',), info.cmdline, _proc.read_environ(pid, proc_root),

@@ -387,16 +387,15 @@ def symlinks_refusal(fleet, targets):
     if nofollow:
         return
     shared = _emperor.shared_files(dict((c, os.path.realpath(fleet.path(c))) for c in fleet.configs))
-    clash = [group for group in shared if set(group) & set(targets)]
+    clash = '; '.join(' and '.join(group) for group in shared if set(group) & set(targets))
     if clash and nofollow is None:
         raise ReloadFailed('emperor_dir=%s: %s are one file (symlinks to it), and whether the Emperor follows them '
                            '(emperor-nofollow) cannot be told: %s. Following them, it would reload them together.'
-                           % (fleet.emperor_dir, '; '.join(' and '.join(group) for group in clash), why))
+                           % (fleet.emperor_dir, clash, why))
     if clash:
         raise ReloadFailed('emperor_dir=%s: %s are one file (symlinks to it), and the Emperor follows symlinks (%s): it '
                            'would reload them together. Run it with emperor-nofollow, which makes each link a vassal of '
-                           'its own, or give each vassal its own config file.'
-                           % (fleet.emperor_dir, '; '.join(' and '.join(group) for group in clash), why))
+                           'its own, or give each vassal its own config file.' % (fleet.emperor_dir, clash, why))
 
 
 def reload_vassals(fleet, targets, params, check_mode, path):

@@ -172,15 +172,14 @@ def declared_options(cmdline, environ, cwd, read_text):
             continue
         if not arg.startswith('-'):
             continue
-        name, has_value, value = arg.lstrip('-').partition('=')
+        name, has_value, value = arg.partition('=')
         if not has_value:
             value = args[index] if index < len(args) and not args[index].startswith('-') else None
             index += value is not None
-        if '--' + name in _CONFIG_OPTIONS or '-' + name in _CONFIG_OPTIONS:
-            unknown = _read_config('--' + name if '--' + name in _CONFIG_OPTIONS else '-' + name, value, cwd,
-                                   read_text, options, 0) or unknown
+        if name in _CONFIG_OPTIONS:
+            unknown = _read_config(name, value, cwd, read_text, options, 0) or unknown
             continue
-        options.append((name.replace('_', '-'), value))
+        options.append((name.lstrip('-').replace('_', '-'), value))
     return options, unknown
 
 
@@ -190,14 +189,14 @@ def _truthy(value):
     return value.strip().lower() not in _TRUE_OFF
 
 
-# Options that name a config file to read, and which of them are ini files.
+# Options that name a config file; only --ini files are read here.
 _CONFIG_OPTIONS = ('--ini', '--yaml', '-y', '--json', '-j', '--xml', '-x')
 
 
 def _read_config(kind, spec, cwd, read_text, options, depth):
     """Add the options of config file ``spec`` (and of the ini files it includes) to ``options``; True when some of
     it could not be read."""
-    if spec is None or depth > 5 or kind not in ('--ini', 'ini'):
+    if spec is None or depth > 5 or kind != '--ini':
         return True
     path, _sep, section = spec.partition(':')
     if not os.path.isabs(path) and cwd:
@@ -208,7 +207,7 @@ def _read_config(kind, spec, cwd, read_text, options, depth):
     unknown = False
     for key, value in ini_items(text, section or 'uwsgi', bare=True):
         if key == 'ini' and value:
-            unknown = _read_config('ini', value, os.path.dirname(path), read_text, options, depth + 1) or unknown
+            unknown = _read_config('--ini', value, os.path.dirname(path), read_text, options, depth + 1) or unknown
         else:
             options.append((key, value))
     return unknown

@@ -243,7 +243,7 @@ def test_touch_config_follows_a_chain_of_relative_symlinks_and_names_a_dangling_
 def fake_process(proc_root, pid, cmdline, cwd, environ=b''):
     base = proc_root / str(pid)
     base.mkdir(parents=True)
-    (base / 'stat').write_text('%d (uwsgi) S 1 ' % pid + ' '.join(['0'] * 40) + '\n')
+    (base / 'stat').write_text('%d (%s) S 1 ' % (pid, os.path.basename(cmdline[0])[:15]) + ' '.join(['0'] * 40) + '\n')
     (base / 'cmdline').write_bytes(b'\0'.join(arg.encode() for arg in cmdline) + b'\0')
     (base / 'environ').write_bytes(environ)
     os.symlink(str(cwd), str(base / 'cwd'))
